@@ -1,0 +1,1 @@
+"""The engine: settings, the Faust worker, the CLI, the embedded servers, the simulator."""

@@ -1,0 +1,139 @@
+"""The `nba` command: `up`, `demo`, `worker`, `api`, `validate`.
+
+The worker (Faust) and the API (uvicorn) are imported only by the command that runs
+them, so each process loads just what it needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from actions.catalog import CatalogError, load_catalog
+from engine.demo import DemoConfig, run_demo
+from engine.settings import Settings
+from engine.supervisor import System, start_system, stop_on_sigterm
+
+console = Console()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nba", description="nba-engine: next-best actions")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run servers (embedded unless configured), worker, API")
+    up.add_argument("--api-port", type=int, default=None, help="default: NBA_API_PORT or 8000")
+
+    demo = commands.add_parser("demo", help="`up`, then drive a simulated bank through it")
+    demo.add_argument("--api-port", type=int, default=0, help="default: any free port")
+    demo.add_argument("--customers", type=int, default=3000)
+    demo.add_argument("--days", type=int, default=14)
+    demo.add_argument("--decisions-per-day", type=int, default=600)
+    demo.add_argument("--seed", type=int, default=7)
+
+    commands.add_parser("worker", help="run one Faust worker (needs NBA_REDIS_URL, ...)")
+    commands.add_parser("api", help="run the HTTP API (needs NBA_REDIS_URL, ...)")
+
+    validate = commands.add_parser("validate", help="check an action catalog file")
+    validate.add_argument("catalog", type=Path, nargs="?", default=None)
+
+    args = parser.parse_args(argv)
+    settings = Settings()
+    try:
+        return _run(args, settings)
+    except KeyboardInterrupt:
+        console.print("Interrupted.")
+        return 130
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "up":
+        return _up(settings, args.api_port)
+    if args.command == "demo":
+        return _demo(settings, args)
+    if args.command == "worker":
+        from engine.worker import run_worker
+
+        settings.require_servers()
+        run_worker(settings)
+        return 0
+    if args.command == "api":
+        return _api(settings)
+    return _validate(args.catalog or settings.catalog_path)
+
+
+def _print_system(system: System) -> None:
+    table = Table(title="nba-engine is up", show_header=False)
+    for part, where in system.describe():
+        table.add_row(part, where)
+    console.print(table)
+
+
+def _up(settings: Settings, api_port: int | None) -> int:
+    stop_on_sigterm()
+    with start_system(settings, api_port=api_port) as system:
+        _print_system(system)
+        console.print("Press Ctrl-C to stop.")
+        try:
+            while (failed := system.failed_child()) is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            console.print("Stopping…")
+            return 0
+        console.print(f"[red]{failed.name} exited with status {failed.process.returncode}[/red]")
+        return 1
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    stop_on_sigterm()
+    with tempfile.TemporaryDirectory(prefix="nba-demo-") as log_dir:
+        console.print("Starting the system (embedded servers, worker, API)…")
+        with start_system(settings, api_port=args.api_port, log_dir=Path(log_dir)) as system:
+            _print_system(system)
+            config = DemoConfig(
+                customers=args.customers,
+                days=args.days,
+                decisions_per_day=args.decisions_per_day,
+                seed=args.seed,
+            )
+            report = run_demo(system.api_url, system.settings, config, console)
+            console.print(report.as_table())
+    return 0
+
+
+def _api(settings: Settings) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    settings.require_servers()
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+    )
+    return 0
+
+
+def _validate(path: Path) -> int:
+    try:
+        catalog = load_catalog(path)
+    except CatalogError as error:
+        console.print(f"[red]invalid catalog[/red]: {error}")
+        return 1
+    console.print(f"{path}: {len(catalog.actions)} actions, all rules compile")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""Event schema v1: one typed interaction event, decoded the same way by the API and the stream.
+
+An event is what a contact point (branch, ATM, app, call centre, ...) reports about one
+customer. On the wire an event is a JSON object; a Kafka message carries either one event
+or a JSON array of events (an *envelope*) of customers that share a partition, so that
+the worker pays Kafka's per-message cost once for many events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any
+
+import orjson
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+SCHEMA_VERSION = 1
+
+#: Identifiers are used inside Redis keys with a `{...}` hash tag, so braces and
+#: whitespace are refused.
+IDENTIFIER_PATTERN = r"^[A-Za-z0-9._:@\-]{1,64}$"
+
+
+class Channel(StrEnum):
+    """A contact point through which the bank or retailer meets the customer."""
+
+    BRANCH = "branch"
+    ATM = "atm"
+    MOBILE = "mobile"
+    WEB = "web"
+    CALL_CENTRE = "call_centre"
+    SMS = "sms"
+    EMAIL = "email"
+    SOCIAL = "social"
+    POS = "pos"
+    ADS = "ads"
+
+
+class EventType(StrEnum):
+    """What happened. Monetary types carry an `amount`; offer types an `action_id`."""
+
+    TRANSACTION = "transaction"
+    DEPOSIT = "deposit"
+    WITHDRAWAL = "withdrawal"
+    TRANSFER = "transfer"
+    SALARY = "salary"
+    LOGIN = "login"
+    PAGE_VIEW = "page_view"
+    PRODUCT_VIEW = "product_view"
+    PRODUCT_OPENED = "product_opened"
+    PRODUCT_CLOSED = "product_closed"
+    COMPLAINT = "complaint"
+    SURVEY = "survey"
+    CONSENT_UPDATE = "consent_update"
+    OFFER_IMPRESSION = "offer_impression"
+    OFFER_ACCEPTED = "offer_accepted"
+    OFFER_DECLINED = "offer_declined"
+
+
+MONETARY_TYPES = frozenset(
+    {
+        EventType.TRANSACTION,
+        EventType.DEPOSIT,
+        EventType.WITHDRAWAL,
+        EventType.TRANSFER,
+        EventType.SALARY,
+    }
+)
+OFFER_TYPES = frozenset(
+    {EventType.OFFER_IMPRESSION, EventType.OFFER_ACCEPTED, EventType.OFFER_DECLINED}
+)
+PRODUCT_TYPES = frozenset(
+    {EventType.PRODUCT_VIEW, EventType.PRODUCT_OPENED, EventType.PRODUCT_CLOSED}
+)
+
+Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
+AttrValue = str | int | float | bool
+
+
+class Event(BaseModel):
+    """One interaction event (schema v1).
+
+    `ts` is the event time (when it happened at the contact point), timezone-aware
+    ISO-8601 or Unix seconds; features are computed by event time, not arrival time.
+
+    >>> Event.model_validate({"event_id": "e1", "customer_id": "C1", "type": "login",
+    ...     "channel": "mobile", "ts": "2026-01-05T09:30:00Z"}).channel
+    <Channel.MOBILE: 'mobile'>
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: Identifier
+    customer_id: Identifier
+    type: EventType
+    channel: Channel
+    ts: AwareDatetime
+    amount: float | None = Field(default=None, allow_inf_nan=False)
+    product: Identifier | None = None
+    action_id: Identifier | None = None
+    decision_id: Identifier | None = None
+    attrs: dict[str, AttrValue] = Field(default_factory=dict, max_length=32)
+
+    @field_validator("amount")
+    @classmethod
+    def _amount_not_negative(cls, amount: float | None) -> float | None:
+        if amount is not None and amount < 0:
+            raise ValueError("must be zero or positive; the event type says the direction")
+        return amount
+
+    @model_validator(mode="after")
+    def _fields_required_by_type(self) -> Event:
+        if self.type in MONETARY_TYPES and self.amount is None:
+            raise ValueError(f"amount is required for events of type '{self.type}'")
+        if self.type in OFFER_TYPES and self.action_id is None:
+            raise ValueError(f"action_id is required for events of type '{self.type}'")
+        if self.type in PRODUCT_TYPES and self.product is None:
+            raise ValueError(f"product is required for events of type '{self.type}'")
+        return self
+
+    @property
+    def epoch_seconds(self) -> float:
+        """The event time as Unix seconds, the unit the feature store keeps."""
+        return self.ts.timestamp()
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON-ready form of the event, without unset optional fields."""
+        return self.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why one item could not be accepted as an event."""
+
+    index: int
+    event_id: str | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "event_id": self.event_id, "reason": self.reason}
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One human-readable line per bad field, e.g. `channel: Input should be 'branch', ...`."""
+    parts = []
+    for detail in error.errors(include_url=False):
+        location = ".".join(str(part) for part in detail["loc"]) or "event"
+        parts.append(f"{location}: {detail['msg']}")
+    return "; ".join(parts)
+
+
+def parse_event(item: Any, index: int = 0) -> Event | Rejection:
+    """Validate one decoded JSON item; never raises for bad input."""
+    if not isinstance(item, dict):
+        return Rejection(index, None, f"event must be a JSON object, got {type(item).__name__}")
+    try:
+        return Event.model_validate(item)
+    except ValidationError as error:
+        event_id = item.get("event_id")
+        return Rejection(
+            index,
+            event_id if isinstance(event_id, str) else None,
+            describe_validation_error(error),
+        )
+
+
+def parse_items(items: list[Any]) -> tuple[list[Event], list[Rejection]]:
+    """Split decoded JSON items into valid events and rejections, keeping their order."""
+    events: list[Event] = []
+    rejections: list[Rejection] = []
+    for index, item in enumerate(items):
+        parsed = parse_event(item, index)
+        if isinstance(parsed, Event):
+            events.append(parsed)
+        else:
+            rejections.append(parsed)
+    return events, rejections
+
+
+def decode_message(payload: bytes) -> tuple[list[Event], list[Rejection], list[Any]]:
+    """Decode one Kafka message value (an event or an envelope of events).
+
+    Returns the valid events, the rejections, and the raw items (so that a rejected
+    item can be sent to the dead-letter topic exactly as it arrived).
+    """
+    try:
+        decoded = orjson.loads(payload)
+    except orjson.JSONDecodeError as error:
+        return [], [Rejection(0, None, f"message is not valid JSON: {error}")], [payload]
+    items = decoded if isinstance(decoded, list) else [decoded]
+    events, rejections = parse_items(items)
+    return events, rejections, items
+
+
+def encode_envelope(events: list[Event]) -> bytes:
+    """The wire form of several events travelling in one Kafka message."""
+    return orjson.dumps([event.to_wire() for event in events])
+
+
+def iter_customer_groups(events: list[Event]) -> Iterator[tuple[str, list[Event]]]:
+    """Group events by customer, keeping each customer's events in arrival order."""
+    groups: dict[str, list[Event]] = {}
+    for event in events:
+        groups.setdefault(event.customer_id, []).append(event)
+    yield from groups.items()

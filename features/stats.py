@@ -1,0 +1,81 @@
+"""Ingest status kept in Redis, so any process can tell what the stream has done.
+
+Two things: cumulative counters (events applied, duplicates, dead-lettered) and one
+heartbeat per running worker with the partitions it owns.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import orjson
+from redis.asyncio import Redis
+
+#: A worker whose last heartbeat is older than this is reported as gone.
+HEARTBEAT_STALE_AFTER_S = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class IngestCounts:
+    """Events the workers applied, found already applied, and sent to the dead letters."""
+
+    applied: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+
+    @property
+    def processed(self) -> int:
+        return self.applied + self.duplicates + self.dead_lettered
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatus:
+    """A live worker: its name, the partitions it owns, and when it last said so."""
+
+    name: str
+    partitions: list[int]
+    heartbeat_ts: float
+
+
+class IngestStats:
+    """Counters in `{prefix}nba:ingest`, worker heartbeats in `{prefix}nba:workers`."""
+
+    def __init__(self, redis: Redis, *, key_prefix: str = "") -> None:
+        self._redis = redis
+        self._counts_key = f"{key_prefix}nba:ingest"
+        self._workers_key = f"{key_prefix}nba:workers"
+
+    async def add(self, counts: IngestCounts) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hincrby(self._counts_key, "applied", counts.applied)
+            pipe.hincrby(self._counts_key, "duplicates", counts.duplicates)
+            pipe.hincrby(self._counts_key, "dead_lettered", counts.dead_lettered)
+            await pipe.execute()
+
+    async def read(self) -> IngestCounts:
+        stored = await self._redis.hgetall(self._counts_key)
+        return IngestCounts(**{_text(key): int(value) for key, value in stored.items()})
+
+    async def heartbeat(self, worker: str, partitions: list[int]) -> None:
+        """Record that `worker` is alive and owns `partitions`."""
+        status = {"partitions": sorted(partitions), "heartbeat_ts": time.time()}
+        await self._redis.hset(self._workers_key, worker, orjson.dumps(status))
+
+    async def forget(self, worker: str) -> None:
+        """Remove a worker that stops cleanly."""
+        await self._redis.hdel(self._workers_key, worker)
+
+    async def live_workers(self) -> list[WorkerStatus]:
+        """Workers whose heartbeat is recent, by name."""
+        now = time.time()
+        workers = []
+        for name, raw in sorted((await self._redis.hgetall(self._workers_key)).items()):
+            status = orjson.loads(raw)
+            if now - status["heartbeat_ts"] <= HEARTBEAT_STALE_AFTER_S:
+                workers.append(WorkerStatus(name=_text(name), **status))
+        return workers
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,59 @@
+"""Fixtures for whole-system runs: a real Faust worker process on the session's servers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from engine.settings import Settings
+from engine.topics import ensure_topics
+from features.stats import IngestStats
+
+WORKER_READY_TIMEOUT_S = 60.0
+
+
+@pytest.fixture
+async def worker(
+    settings: Settings, redis: Redis, tmp_path: Path
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """`nba worker` as a child process, returned once it owns every partition."""
+    await ensure_topics(settings)
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "worker"],
+            env={**os.environ, **settings.as_environment()},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        await _wait_for_partitions(settings, redis, process, log_path)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def _wait_for_partitions(
+    settings: Settings, redis: Redis, process: subprocess.Popen[bytes], log_path: Path
+) -> None:
+    stats = IngestStats(redis, key_prefix=settings.key_prefix)
+    async with asyncio.timeout(WORKER_READY_TIMEOUT_S):
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"worker exited with {process.returncode}:\n{log_path.read_text()}")
+            owned = sum(len(worker.partitions) for worker in await stats.live_workers())
+            if owned >= settings.topic_partitions:
+                return
+            await asyncio.sleep(0.2)

@@ -1,0 +1,124 @@
+"""The README's run path: `nba up` and `nba demo` on embedded servers, and a clean exit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from engine.embedded import free_port
+
+READY_TIMEOUT_S = 90.0
+EXIT_TIMEOUT_S = 30.0
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid`, from /proc (children of children included)."""
+    found: set[int] = set()
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            children = (task / "children").read_text().split() if task.exists() else []
+            for child in map(int, children):
+                if child not in found:
+                    found.add(child)
+                    frontier.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """True if the process exists and is not a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def clean_environment() -> dict[str, str]:
+    """The caller's environment without any configured server: embedded ones start."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("NBA_")}
+
+
+def start_up(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+    port = free_port()
+    log_path = tmp_path / "up.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "up", "--api-port", str(port)],
+            env=clean_environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    api_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while b"nba-engine is up" not in log_path.read_bytes():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"`nba up` did not come up:\n{log_path.read_text()}")
+        time.sleep(0.2)
+    return process, api_url, log_path
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_up_serves_then_stops_everything_it_started(
+    tmp_path: Path, stop_signal: signal.Signals
+) -> None:
+    process, api_url, log_path = start_up(tmp_path)
+    started = descendants(process.pid)
+    try:
+        assert len(started) >= 4, "valkey, tansu, worker and api should be running"
+        event = {"event_id": "cli-1", "customer_id": "C1", "type": "login",
+                 "channel": "branch", "ts": "2026-02-01T10:00:00Z"}  # fmt: skip
+        assert httpx.post(f"{api_url}/v1/events", json=event).status_code == 202
+        deadline = time.monotonic() + 30
+        while (profile := httpx.get(f"{api_url}/v1/customers/C1")).status_code == 404:
+            assert time.monotonic() < deadline, "the event never reached the features"
+            time.sleep(0.2)
+        assert profile.json()["features"]["ch_branch_count"] == 1
+    finally:
+        process.send_signal(stop_signal)
+        assert process.wait(EXIT_TIMEOUT_S) == 0, log_path.read_text()
+    deadline = time.monotonic() + 10
+    while (left := {pid for pid in started if alive(pid)}) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, f"processes left behind: {left}"
+
+
+def test_killed_supervisor_leaves_no_orphans(tmp_path: Path) -> None:
+    process, _, _ = start_up(tmp_path)
+    started = descendants(process.pid)
+    assert len(started) >= 4
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 10
+    while (left := {pid for pid in started if alive(pid)}) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, f"processes left behind: {left}"
+
+
+def test_demo_drives_a_simulated_bank_and_reports(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "demo",
+         "--customers", "300", "--days", "2", "--decisions-per-day", "40"],
+        env=clean_environment() | {"COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = result.stdout
+    assert "decisions served" in report
+    assert "│ 80 " in report.split("decisions served")[1].splitlines()[0]
+    sent = int(report.split("events sent (API accepted)")[1].split("│")[1].replace(",", ""))
+    applied = report.split("events processed by the worker")[1].split("│")[1]
+    assert sent > 0
+    assert applied.strip().startswith(f"{sent:,} applied")
