@@ -2,12 +2,15 @@
 
 The catalog is a YAML file validated by pydantic (a typo is an error, not a default).
 Each action's eligibility is a CEL expression over the customer's features, compiled
-once at load and checked against a never-seen customer on every channel, so that a rule
-naming an unknown feature or returning a non-boolean fails at load, naming the action.
+once at load. Every variable it names must be a feature or `channel` (checked on the
+expression's text, so a misspelt name fails at load even behind a short-circuit), and
+it must return a boolean for a never-seen customer on every channel; errors name the
+action.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -64,6 +67,10 @@ class CatalogSpec(BaseModel):
         return self
 
 
+#: What evaluating a CEL rule can raise on values it cannot handle.
+RULE_ERRORS = (RuntimeError, TypeError, ValueError, ArithmeticError)
+
+
 class CatalogError(ValueError):
     """The catalog cannot be loaded; the message names the file and the bad definition."""
 
@@ -80,8 +87,11 @@ class Action:
         return self.spec.id
 
     def is_eligible(self, context: cel.Context) -> bool:
-        """Evaluate the eligibility rule against one decision's CEL context."""
-        return bool(self.rule.execute(context))
+        """Evaluate the eligibility rule; only a boolean `true` makes the action eligible.
+
+        Raises one of RULE_ERRORS when the rule cannot be evaluated on these values.
+        """
+        return self.rule.execute(context) is True
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +114,35 @@ def rule_context(features: Mapping[str, float | int], channel: Channel) -> cel.C
     return cel.Context(variables={**features, "channel": channel.value})
 
 
+#: String literals (any quoting), removed before looking for variable names.
+_CEL_STRING = re.compile(
+    r"[rRbB]{0,2}(?:'''.*?'''"
+    r'|""".*?"""'
+    r"|'(?:\\.|[^'\\])*'"
+    r'|"(?:\\.|[^"\\])*")',
+    re.S,
+)
+#: A name that is not a field selection (`.name`) nor a function call (`name(`).
+_CEL_VARIABLE = re.compile(r"(?<![.\w])([A-Za-z_]\w*)\b(?!\s*\()")
+#: Macros bind their first argument as a local name: `list.exists(x, x > 1)`.
+_CEL_MACRO_BINDING = re.compile(r"\.(?:all|exists|exists_one|map|filter)\(\s*([A-Za-z_]\w*)")
+_CEL_WORDS = frozenset({"true", "false", "null", "in"})
+
+
+def rule_variables(expression: str) -> set[str]:
+    """The variables a CEL expression reads from its context, found in its text."""
+    code = _CEL_STRING.sub('""', expression)
+    local = set(_CEL_MACRO_BINDING.findall(code))
+    return {name for name in _CEL_VARIABLE.findall(code) if name not in _CEL_WORDS | local}
+
+
 def _compile_rule(spec: ActionSpec) -> cel.Program:
+    unknown = rule_variables(spec.eligibility) - set(default_features()) - {"channel"}
+    if unknown:
+        raise CatalogError(
+            f"action {spec.id!r}: eligibility {spec.eligibility!r} names unknown "
+            f"variable(s) {sorted(unknown)}; it may use the features and `channel`"
+        )
     try:
         program = cel.compile(spec.eligibility)
     except ValueError as error:
@@ -112,7 +150,7 @@ def _compile_rule(spec: ActionSpec) -> cel.Program:
     for channel in spec.channels:
         try:
             result = program.execute(rule_context(default_features(), channel))
-        except (RuntimeError, TypeError) as error:
+        except RULE_ERRORS as error:
             raise CatalogError(
                 f"action {spec.id!r}: eligibility {spec.eligibility!r} fails: {error}"
             ) from error
@@ -129,7 +167,7 @@ def build_catalog(document: Any) -> Catalog:
     try:
         spec = CatalogSpec.model_validate(document)
     except ValidationError as error:
-        raise CatalogError(str(error)) from error
+        raise CatalogError(_describe_catalog_errors(error, document)) from error
     return Catalog(
         version=spec.version,
         actions=tuple(Action(spec=action, rule=_compile_rule(action)) for action in spec.actions),
@@ -146,3 +184,24 @@ def load_catalog(path: Path) -> Catalog:
         return build_catalog(document)
     except CatalogError as error:
         raise CatalogError(f"{path}: {error}") from error
+
+
+def _describe_catalog_errors(error: ValidationError, document: Any) -> str:
+    """One line per problem, naming the action by id where the document gives one."""
+    lines = []
+    for detail in error.errors(include_url=False):
+        location = list(detail["loc"])
+        where = ".".join(map(str, location)) or "catalog"
+        if len(location) >= 2 and location[0] == "actions" and isinstance(location[1], int):
+            action = _action_id_at(document, location[1])
+            field = ".".join(map(str, location[2:])) or "action"
+            where = f"action {action!r} (actions[{location[1]}]) {field}"
+        lines.append(f"{where}: {detail['msg']}")
+    return "; ".join(lines)
+
+
+def _action_id_at(document: Any, index: int) -> str:
+    try:
+        return str(document["actions"][index]["id"])
+    except (KeyError, IndexError, TypeError):
+        return f"#{index}"

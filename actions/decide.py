@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from actions.catalog import Catalog, rule_context
+from actions.catalog import RULE_ERRORS, Catalog, rule_context
 from features.events import Channel
 from models.propensity import PropensityModel
 
@@ -64,7 +64,14 @@ def decide(
     was unavailable); it is reported, never hidden.
     """
     context = rule_context(features, channel)
-    candidates = [action for action in catalog.for_channel(channel) if action.is_eligible(context)]
+    notes = ["customer features unavailable: ranked as for a new customer"] if degraded else []
+    candidates = []
+    for action in catalog.for_channel(channel):
+        try:
+            if action.is_eligible(context):
+                candidates.append(action)
+        except RULE_ERRORS as error:
+            notes.append(f"{action.id} left out: its eligibility rule failed: {error}")
     propensities = model.score(features, [action.id for action in candidates])
     scored = sorted(
         zip(candidates, propensities, strict=True),
@@ -89,7 +96,6 @@ def decide(
         )
         for rank, (action, propensity) in enumerate(scored, start=1)
     ]
-    notes = ["customer features unavailable: ranked as for a new customer"] if degraded else []
     return Decision(
         decision_id=uuid.uuid4().hex,
         customer_id=customer_id,

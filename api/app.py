@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, status
+from redis.exceptions import RedisError
 
 from api.responses import OrjsonResponse
 from api.routes import customers, events, health
@@ -29,7 +30,16 @@ def create_app(settings: Settings) -> FastAPI:
         default_response_class=OrjsonResponse,
         lifespan=lifespan,
     )
+    app.add_exception_handler(RedisError, _feature_store_unavailable)
     app.include_router(events.router)
     app.include_router(customers.router)
     app.include_router(health.router)
     return app
+
+
+async def _feature_store_unavailable(request: Request, error: Exception) -> OrjsonResponse:
+    """Redis down is the server's problem, said plainly: 503, not a bare 500."""
+    return OrjsonResponse(
+        {"detail": f"the feature store is unavailable: {error}"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+    )

@@ -42,8 +42,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
     )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
-    await producer.start()
     try:
+        await producer.start()
         yield Services(
             settings=settings,
             redis=redis,

@@ -105,7 +105,7 @@ class Event(BaseModel):
     type: EventType
     channel: Channel
     ts: AwareDatetime
-    amount: float | None = Field(default=None, allow_inf_nan=False)
+    amount: float | None = Field(default=None, strict=True, allow_inf_nan=False)
     product: Identifier | None = None
     action_id: Identifier | None = None
     decision_id: Identifier | None = None
@@ -115,7 +115,7 @@ class Event(BaseModel):
     @classmethod
     def _amount_not_negative(cls, amount: float | None) -> float | None:
         if amount is not None and amount < 0:
-            raise ValueError("must be zero or positive; the event type says the direction")
+            raise ValueError("must be zero or positive (the event type gives the direction)")
         return amount
 
     @model_validator(mode="after")
