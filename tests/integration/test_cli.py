@@ -11,8 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from engine.embedded import free_port
+from engine.settings import Settings
 
 READY_TIMEOUT_S = 90.0
 EXIT_TIMEOUT_S = 30.0
@@ -47,13 +49,15 @@ def clean_environment() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if not key.startswith("NBA_")}
 
 
-def start_up(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+def start_up(
+    tmp_path: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str, Path]:
     port = free_port()
     log_path = tmp_path / "up.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", "up", "--api-port", str(port)],
-            env=clean_environment(),
+            env=env if env is not None else clean_environment(),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -90,6 +94,29 @@ def test_up_serves_then_stops_everything_it_started(
     while (left := {pid for pid in started if alive(pid)}) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not left, f"processes left behind: {left}"
+
+
+def test_up_uses_configured_servers_instead_of_starting_its_own(
+    tmp_path: Path, settings: Settings
+) -> None:
+    env = clean_environment() | settings.as_environment()
+    process, api_url, log_path = start_up(tmp_path, env)
+    try:
+        commands = {Path(f"/proc/{pid}/cmdline").read_bytes() for pid in descendants(process.pid)}
+        assert not [c for c in commands if b"valkey-server" in c or b"tansu" in c]
+        assert len(commands) == 2, "only the worker and the API"
+        event = {"event_id": "cfg-1", "customer_id": "C7", "type": "login",
+                 "channel": "web", "ts": "2026-02-01T10:00:00Z"}  # fmt: skip
+        assert httpx.post(f"{api_url}/v1/events", json=event).status_code == 202
+        features_key = f"{settings.key_prefix}cust:{{C7}}:f".encode()
+        with redis.Redis.from_url(str(settings.redis_url)) as client:
+            deadline = time.monotonic() + 30
+            while not client.exists(features_key):
+                assert time.monotonic() < deadline, "the event never reached the given Redis"
+                time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(EXIT_TIMEOUT_S) == 0, log_path.read_text()
 
 
 def test_killed_supervisor_leaves_no_orphans(tmp_path: Path) -> None:

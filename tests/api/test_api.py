@@ -1,0 +1,313 @@
+"""The HTTP API against the real embedded Valkey and Kafka, lifespan included."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+from redis.asyncio import Redis
+
+from api.app import create_app
+from engine.embedded import free_port
+from engine.settings import Settings
+from engine.topics import ensure_topics
+from features.events import Event, decode_message
+from features.registry import FEATURES
+from features.store import RedisFeatureStore
+
+TS = "2026-01-05T09:30:00Z"
+
+
+def raw(event_id: str, customer_id: str = "C1", **overrides: Any) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "event_id": event_id,
+        "customer_id": customer_id,
+        "type": "transaction",
+        "channel": "pos",
+        "ts": TS,
+        "amount": 25.0,
+    }
+    return item | overrides
+
+
+@asynccontextmanager
+async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan running, and an HTTP client talking to it in-process.
+
+    An exception the app lets escape becomes a 500 response, as behind a real server.
+    """
+    await ensure_topics(settings)
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://api") as client,
+    ):
+        yield client
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve(settings) as client:
+        yield client
+
+
+@pytest.fixture
+async def api_without_redis(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The API pointed at a Redis address where nothing listens (Kafka is up)."""
+    dead = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    async with serve(dead) as client:
+        yield client
+
+
+async def published(settings: Settings, expected: int) -> list[Event]:
+    """Every event on the events topic, once `expected` have arrived (plus any extra)."""
+    consumer = AIOKafkaConsumer(
+        settings.events_topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    events: list[Event] = []
+    try:
+        async with asyncio.timeout(10):
+            while len(events) < expected:
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    for record in records:
+                        assert record.value is not None
+                        decoded, rejections, _ = decode_message(record.value)
+                        assert rejections == []
+                        events.extend(decoded)
+        for records in (await consumer.getmany(timeout_ms=300)).values():
+            for record in records:
+                assert record.value is not None
+                events.extend(decode_message(record.value)[0])
+    finally:
+        await consumer.stop()
+    return events
+
+
+async def write_features(redis: Redis, settings: Settings, events: list[dict[str, Any]]) -> None:
+    store = RedisFeatureStore(
+        redis, key_prefix=settings.key_prefix, dedup_ttl_seconds=settings.dedup_ttl_seconds
+    )
+    await store.apply([Event.model_validate(item) for item in events])
+
+
+# --- POST /v1/events ---------------------------------------------------------------------
+
+
+async def test_one_event_is_accepted_and_published(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    response = await api.post("/v1/events", json=raw("e1"))
+    assert response.status_code == 202
+    assert response.json() == {"accepted": 1, "rejected": 0, "errors": []}
+    [event] = await published(settings, 1)
+    assert event == Event.model_validate(raw("e1"))
+
+
+async def test_a_batch_with_a_bad_item_publishes_the_good_ones(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    batch = [raw("e0", "A"), raw("e1", "B", channel="fax"), raw("e2", "C"), raw("e3", "A")]
+    response = await api.post("/v1/events", json=batch)
+    assert response.status_code == 422
+    body = response.json()
+    assert body["accepted"] == 3
+    assert body["rejected"] == 1
+    [error] = body["errors"]
+    assert (error["index"], error["event_id"]) == (1, "e1")
+    assert error["reason"].startswith("channel: ")
+    events = await published(settings, 3)
+    assert sorted(event.event_id for event in events) == ["e0", "e2", "e3"]
+    assert [event.event_id for event in events if event.customer_id == "A"] == ["e0", "e3"]
+
+
+async def test_a_non_object_item_is_rejected_by_index(api: httpx.AsyncClient) -> None:
+    response = await api.post("/v1/events", json=[raw("e0"), 7])
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {"index": 1, "event_id": None, "reason": "event must be a JSON object, got int"}
+    ]
+
+
+async def test_invalid_json_is_a_400(api: httpx.AsyncClient) -> None:
+    response = await api.post(
+        "/v1/events", content=b'{"event_id": ', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert "not valid JSON" in response.json()["detail"]
+
+
+async def test_too_many_events_is_a_413_and_publishes_nothing(settings: Settings) -> None:
+    limited = settings.model_copy(update={"max_events_per_request": 3})
+    async with serve(limited) as api:
+        too_many = await api.post("/v1/events", json=[raw(f"big{i}") for i in range(4)])
+        assert too_many.status_code == 413
+        assert "at most 3" in too_many.json()["detail"]
+        at_limit = await api.post("/v1/events", json=[raw(f"ok{i}") for i in range(3)])
+        assert at_limit.status_code == 202
+        assert at_limit.json()["accepted"] == 3
+    events = await published(settings, 3)
+    assert sorted(event.event_id for event in events) == ["ok0", "ok1", "ok2"]
+
+
+# --- GET /v1/customers/{id} --------------------------------------------------------------
+
+
+async def test_an_unknown_customer_is_a_404(api: httpx.AsyncClient) -> None:
+    response = await api.get("/v1/customers/nobody")
+    assert response.status_code == 404
+    assert "nobody" in response.json()["detail"]
+
+
+async def test_a_known_customer_has_flat_and_grouped_features(
+    api: httpx.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    await write_features(
+        redis,
+        settings,
+        [
+            raw("e1", amount=25.0),
+            raw("e2", amount=17.5, ts="2026-01-06T09:30:00Z"),
+            raw("e3", type="login", channel="mobile", amount=None),
+        ],
+    )
+    response = await api.get("/v1/customers/C1")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["customer_id"] == "C1"
+    flat = body["features"]
+    assert list(flat) == [feature.name for feature in FEATURES]
+    assert flat["event_count"] == 3
+    assert flat["txn_count"] == 2
+    assert flat["txn_amount"] == 42.5
+    assert flat["ch_pos_count"] == 2
+    assert flat["ch_mobile_count"] == 1
+    assert flat["first_seen_ts"] == 1767605400.0
+    assert flat["last_seen_ts"] == 1767605400.0 + 86_400
+    families = body["families"]
+    assert set(families) == {feature.family for feature in FEATURES}
+    grouped = {item["name"]: (family, item) for family, items in families.items() for item in items}
+    assert len(grouped) == len(FEATURES)
+    for feature in FEATURES:
+        family, item = grouped[feature.name]
+        assert family == feature.family
+        assert item["description"] == feature.description
+        assert item["value"] == flat[feature.name]
+
+
+@pytest.mark.parametrize("path", ["/v1/customers/%7BC1%7D", "/v1/customers/C%201"])
+async def test_a_bad_customer_id_is_a_422(api: httpx.AsyncClient, path: str) -> None:
+    assert (await api.get(path)).status_code == 422
+    assert (await api.get(f"{path}/next-best-actions?channel=web")).status_code == 422
+
+
+# --- GET /v1/customers/{id}/next-best-actions --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["channel=fax", "", "channel=web&n=0", "channel=web&n=21", "channel=web&n=two"],
+    ids=["bad-channel", "no-channel", "n-zero", "n-too-big", "n-not-int"],
+)
+async def test_next_best_actions_refuses_bad_queries(api: httpx.AsyncClient, query: str) -> None:
+    response = await api.get(f"/v1/customers/C1/next-best-actions?{query}")
+    assert response.status_code == 422
+
+
+@pytest.mark.parametrize("n", [1, 20])
+async def test_n_bounds_are_accepted(api: httpx.AsyncClient, n: int) -> None:
+    response = await api.get(f"/v1/customers/C1/next-best-actions?channel=branch&n={n}")
+    assert response.status_code == 200
+    assert 1 <= len(response.json()["actions"]) <= n
+
+
+async def test_next_best_actions_are_ranked_with_a_decision_id(
+    api: httpx.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    await write_features(redis, settings, [raw(f"e{i}", amount=600.0) for i in range(6)])
+    response = await api.get("/v1/customers/C1/next-best-actions?channel=web&n=3")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["customer_id"] == "C1"
+    assert body["channel"] == "web"
+    assert body["degraded"] is False
+    assert len(body["decision_id"]) == 32
+    assert "learning not built" in body["policy"]
+    actions = body["actions"]
+    assert [item["rank"] for item in actions] == [1, 2, 3]
+    scores = [item["score"] for item in actions]
+    assert scores == sorted(scores, reverse=True)
+    for item in actions:
+        assert item["score"] == pytest.approx(
+            item["score_parts"]["propensity"] * item["score_parts"]["value"]
+        )
+        assert item["reasons"]
+    # 6 transactions of 600: the personal loan (txn_amount >= 1000) is eligible and ranks first
+    assert actions[0]["action_id"] == "personal_loan"
+    again = (await api.get("/v1/customers/C1/next-best-actions?channel=web&n=3")).json()
+    assert again["decision_id"] != body["decision_id"]
+
+
+async def test_a_new_customer_gets_new_customer_actions(api: httpx.AsyncClient) -> None:
+    response = await api.get("/v1/customers/nobody/next-best-actions?channel=sms&n=20")
+    assert response.status_code == 200
+    ids = {item["action_id"] for item in response.json()["actions"]}
+    assert "mobile_app_onboarding" in ids
+    assert "savings_account" not in ids  # needs spending first
+
+
+async def test_next_best_actions_degrade_when_redis_is_down(
+    api_without_redis: httpx.AsyncClient,
+) -> None:
+    response = await api_without_redis.get("/v1/customers/C1/next-best-actions?channel=web")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["degraded"] is True
+    assert "unavailable" in body["notes"][0]
+    assert [item["rank"] for item in body["actions"]] == [1, 2, 3]
+
+
+async def test_the_profile_is_a_503_when_redis_is_down(
+    api_without_redis: httpx.AsyncClient,
+) -> None:
+    response = await api_without_redis.get("/v1/customers/C1")
+    assert response.status_code == 503
+
+
+# --- GET /healthz ------------------------------------------------------------------------
+
+
+async def test_healthz_is_a_503_naming_redis_when_it_is_down(
+    api_without_redis: httpx.AsyncClient,
+) -> None:
+    response = await api_without_redis.get("/healthz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["redis"].startswith("unavailable: ")
+    assert body["kafka"] == "ok"
+
+
+async def test_healthz_reports_redis_and_kafka(api: httpx.AsyncClient) -> None:
+    response = await api.get("/healthz")
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["status"], body["redis"], body["kafka"]) == ("ok", "ok", "ok")
+    assert body["ingest"] == {"applied": 0, "duplicates": 0, "dead_lettered": 0}
+    assert body["workers"] == []
+
+
+async def test_responses_are_json(api: httpx.AsyncClient) -> None:
+    response = await api.get("/healthz")
+    assert response.headers["content-type"].startswith("application/json")
+    assert orjson.loads(response.content) == response.json()

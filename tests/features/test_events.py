@@ -1,0 +1,245 @@
+"""Event schema v1: what is accepted, and rejections that name the bad field."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+import pytest
+
+from features.events import (
+    Channel,
+    Event,
+    EventType,
+    Rejection,
+    decode_message,
+    encode_envelope,
+    iter_customer_groups,
+    parse_event,
+)
+
+
+def raw(**overrides: Any) -> dict[str, Any]:
+    """A valid transaction as it arrives on the wire, with `overrides` applied."""
+    item: dict[str, Any] = {
+        "event_id": "e1",
+        "customer_id": "C1",
+        "type": "transaction",
+        "channel": "pos",
+        "ts": "2026-01-05T09:30:00Z",
+        "amount": 12.5,
+    }
+    item.update(overrides)
+    return {key: value for key, value in item.items() if value is not None}
+
+
+def rejection_of(item: dict[str, Any]) -> Rejection:
+    parsed = parse_event(item, index=4)
+    assert isinstance(parsed, Rejection), f"accepted: {parsed!r}"
+    assert parsed.index == 4
+    return parsed
+
+
+def test_a_valid_event_is_accepted() -> None:
+    event = parse_event(raw())
+    assert isinstance(event, Event)
+    assert event.type is EventType.TRANSACTION
+    assert event.channel is Channel.POS
+    assert event.amount == 12.5
+    assert event.ts == datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason_start", "reason_part"),
+    [
+        pytest.param({"channel": "fax"}, "channel: ", "'branch'", id="bad-channel"),
+        pytest.param({"type": "purchase"}, "type: ", "'transaction'", id="bad-type"),
+        pytest.param({"ts": "2026-01-05T09:30:00"}, "ts: ", "timezone", id="naive-ts"),
+        pytest.param({"ts": "yesterday"}, "ts: ", "datetime", id="garbage-ts"),
+        pytest.param({"amount": -0.01}, "amount: ", "zero or positive", id="negative-amount"),
+        pytest.param({"amount": float("nan")}, "amount: ", "finite", id="nan-amount"),
+        pytest.param({"amount": float("inf")}, "amount: ", "finite", id="inf-amount"),
+        pytest.param({"amount": True}, "amount: ", "valid number", id="boolean-amount"),
+        pytest.param({"amount": "12.5"}, "amount: ", "valid number", id="string-amount"),
+        pytest.param({"customer_id": "{C1}"}, "customer_id: ", "pattern", id="braces-customer"),
+        pytest.param({"customer_id": "C 1"}, "customer_id: ", "pattern", id="space-customer"),
+        pytest.param({"event_id": ""}, "event_id: ", "pattern", id="empty-event-id"),
+        pytest.param({"colour": "red"}, "colour: ", "Extra inputs", id="unknown-field"),
+    ],
+)
+def test_a_bad_field_is_named_in_the_rejection(
+    overrides: dict[str, Any], reason_start: str, reason_part: str
+) -> None:
+    rejection = rejection_of(raw(**overrides))
+    assert rejection.reason.startswith(reason_start), rejection.reason
+    assert reason_part in rejection.reason
+    assert rejection.event_id == raw(**overrides)["event_id"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        pytest.param({"type": "deposit", "amount": None}, "amount", id="monetary-no-amount"),
+        pytest.param({"type": "salary", "amount": None}, "amount", id="salary-no-amount"),
+        pytest.param({"type": "offer_accepted", "amount": None}, "action_id", id="offer-no-action"),
+        pytest.param(
+            {"type": "offer_impression", "amount": None}, "action_id", id="impression-no-action"
+        ),
+        pytest.param(
+            {"type": "product_opened", "amount": None}, "product", id="product-no-product"
+        ),
+    ],
+)
+def test_a_field_required_by_the_type_is_named(overrides: dict[str, Any], named: str) -> None:
+    rejection = rejection_of(raw(**overrides))
+    event_type = overrides["type"]
+    assert f"{named} is required for events of type '{event_type}'" in rejection.reason
+
+
+def test_every_bad_field_is_listed() -> None:
+    rejection = rejection_of(raw(channel="fax", amount=-1, colour="red"))
+    assert rejection.reason.startswith("channel: ")
+    assert "; amount: Value error, must be zero or positive" in rejection.reason
+    assert "; colour: Extra inputs are not permitted" in rejection.reason
+
+
+def test_a_rejection_without_a_string_event_id_has_none() -> None:
+    assert rejection_of(raw(event_id=42)).event_id is None
+
+
+def test_the_fields_required_by_the_type_make_it_valid() -> None:
+    offer = parse_event(raw(type="offer_declined", amount=None, action_id="gold_card"))
+    product = parse_event(raw(type="product_view", amount=None, product="mortgage"))
+    login = parse_event(raw(type="login", amount=None, channel="mobile"))
+    assert isinstance(offer, Event)
+    assert offer.action_id == "gold_card"
+    assert isinstance(product, Event)
+    assert product.product == "mortgage"
+    assert isinstance(login, Event)
+    assert login.amount is None
+
+
+def test_a_zero_amount_is_accepted() -> None:
+    event = parse_event(raw(amount=0))
+    assert isinstance(event, Event)
+    assert event.amount == 0.0
+
+
+@pytest.mark.parametrize(
+    ("ts", "expected"),
+    [
+        ("2026-01-05T09:30:00Z", datetime(2026, 1, 5, 9, 30, tzinfo=UTC)),
+        (
+            "2026-01-05T11:30:00+02:00",
+            datetime(2026, 1, 5, 11, 30, tzinfo=timezone(timedelta(hours=2))),
+        ),
+        (1767605400, datetime(2026, 1, 5, 9, 30, tzinfo=UTC)),
+        (1767605400.25, datetime(2026, 1, 5, 9, 30, 0, 250_000, tzinfo=UTC)),
+    ],
+)
+def test_ts_accepts_aware_iso_and_unix_seconds(ts: str | float, expected: datetime) -> None:
+    event = parse_event(raw(ts=ts))
+    assert isinstance(event, Event)
+    assert event.ts == expected
+    assert event.ts.tzinfo is not None
+    assert event.epoch_seconds == expected.timestamp()
+
+
+def test_iso_with_offset_and_utc_give_the_same_epoch() -> None:
+    utc = parse_event(raw(ts="2026-01-05T09:30:00Z"))
+    offset = parse_event(raw(ts="2026-01-05T11:30:00+02:00"))
+    assert isinstance(utc, Event)
+    assert isinstance(offset, Event)
+    assert utc.epoch_seconds == offset.epoch_seconds == 1767605400.0
+
+
+def test_decode_message_of_a_single_object() -> None:
+    item = raw()
+    events, rejections, items = decode_message(orjson.dumps(item))
+    assert [event.event_id for event in events] == ["e1"]
+    assert rejections == []
+    assert items == [item]
+
+
+def test_decode_message_of_an_envelope_keeps_the_neighbours_of_a_bad_item() -> None:
+    good_before = raw(event_id="e0", customer_id="A")
+    bad = raw(event_id="e1", customer_id="B", channel="fax")
+    good_after = raw(event_id="e2", customer_id="C")
+    payload = orjson.dumps([good_before, bad, good_after])
+    events, rejections, items = decode_message(payload)
+    assert [event.event_id for event in events] == ["e0", "e2"]
+    assert len(rejections) == 1
+    assert rejections[0].index == 1
+    assert rejections[0].event_id == "e1"
+    assert rejections[0].reason.startswith("channel: ")
+    assert items[rejections[0].index] == bad  # the raw item, for the dead-letter topic
+
+
+def test_decode_message_of_invalid_json() -> None:
+    payload = b'{"event_id": "e1", '
+    events, rejections, items = decode_message(payload)
+    assert events == []
+    assert len(rejections) == 1
+    assert rejections[0].index == 0
+    assert rejections[0].event_id is None
+    assert rejections[0].reason.startswith("message is not valid JSON")
+    assert items == [payload]
+
+
+def test_decode_message_rejects_a_non_object_item() -> None:
+    payload = orjson.dumps([raw(event_id="e0"), 42, "text", raw(event_id="e3")])
+    events, rejections, _ = decode_message(payload)
+    assert [event.event_id for event in events] == ["e0", "e3"]
+    assert [(rejection.index, rejection.reason) for rejection in rejections] == [
+        (1, "event must be a JSON object, got int"),
+        (2, "event must be a JSON object, got str"),
+    ]
+
+
+def test_rejection_to_dict() -> None:
+    assert Rejection(3, "e9", "why").to_dict() == {"index": 3, "event_id": "e9", "reason": "why"}
+
+
+def test_to_wire_round_trips() -> None:
+    event = Event.model_validate(
+        raw(
+            type="offer_accepted",
+            amount=None,
+            action_id="gold_card",
+            decision_id="d-1",
+            ts="2026-01-05T11:30:00.123456+02:00",
+            attrs={"placement": "home", "slot": 2, "score": 0.5, "first": True},
+        )
+    )
+    wire = event.to_wire()
+    assert "amount" not in wire  # unset optional fields are left out
+    assert "product" not in wire
+    assert Event.model_validate(wire) == event
+    assert Event.model_validate(orjson.loads(orjson.dumps(wire))) == event
+    assert Event.model_validate(wire).attrs == {
+        "placement": "home",
+        "slot": 2,
+        "score": 0.5,
+        "first": True,
+    }
+
+
+def test_encode_envelope_decodes_to_the_same_events() -> None:
+    events = [Event.model_validate(raw(event_id=f"e{i}", amount=float(i))) for i in range(3)]
+    decoded, rejections, _ = decode_message(encode_envelope(events))
+    assert rejections == []
+    assert decoded == events
+
+
+def test_iter_customer_groups_keeps_per_customer_order() -> None:
+    order = ["A", "B", "A", "C", "B", "A"]
+    events = [
+        Event.model_validate(raw(event_id=f"e{i}", customer_id=customer))
+        for i, customer in enumerate(order)
+    ]
+    groups = [
+        (customer, [event.event_id for event in group])
+        for customer, group in iter_customer_groups(events)
+    ]
+    assert groups == [("A", ["e0", "e2", "e5"]), ("B", ["e1", "e4"]), ("C", ["e3"])]
