@@ -13,7 +13,9 @@ import asyncio
 import logging
 import os
 import socket
-from typing import Any
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar
 
 import faust
 import orjson
@@ -22,11 +24,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.settings import Settings
-from features.events import Event, Rejection, decode_message
+from features.events import Rejection, decode_message
 from features.stats import IngestCounts, IngestStats
-from features.store import ApplyResult, RedisFeatureStore
+from features.store import RedisFeatureStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 HEARTBEAT_INTERVAL_S = 2.0
 FIRST_RETRY_DELAY_S = 0.1
@@ -84,17 +87,16 @@ def create_app(settings: Settings) -> faust.App:
             async for payload in stream:
                 events, rejections, items = decode_message(payload)
                 for rejection in rejections:
-                    await dlq_topic.send(
-                        value=dead_letter(rejection, items[rejection.index], stream.current_event)
-                    )
-                result = await _apply_with_retry(store, events)
-                await stats.add(
-                    IngestCounts(
-                        applied=result.applied,
-                        duplicates=result.duplicates,
-                        dead_lettered=len(rejections),
-                    )
+                    record = dead_letter(rejection, items[rejection.index], stream.current_event)
+                    delivery = await dlq_topic.send(value=record)
+                    await delivery  # on the broker before this message is acknowledged
+                result = await _retrying_redis(partial(store.apply, events))
+                counts = IngestCounts(
+                    applied=result.applied,
+                    duplicates=result.duplicates,
+                    dead_lettered=len(rejections),
                 )
+                await _retrying_redis(partial(stats.add, counts))
         finally:
             await stats.forget(worker_name)
             await redis.aclose()
@@ -108,12 +110,12 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-async def _apply_with_retry(store: RedisFeatureStore, events: list[Event]) -> ApplyResult:
-    """Apply events, waiting out a Redis outage (with backoff) rather than losing them."""
+async def _retrying_redis(operation: Callable[[], Awaitable[T]]) -> T:
+    """Run a Redis operation, waiting out an outage (with backoff) rather than losing work."""
     delay = FIRST_RETRY_DELAY_S
     while True:
         try:
-            return await store.apply(events)
+            return await operation()
         except (RedisConnectionError, RedisTimeoutError) as error:
             log.warning("Redis unavailable (%s); retrying in %.1f s", error, delay)
             await asyncio.sleep(delay)
