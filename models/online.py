@@ -1,0 +1,337 @@
+"""Propensity learned online with river: one logistic regression per action, scored vectorised.
+
+Each action has its own river model, `StandardScaler | LogisticRegression`, that learns
+one outcome at a time (`learn_one`): an impression followed by an acceptance is a
+positive, a decline a negative, always with the features as they were at decision time
+(the dict `models.features_vector.vectorise` made and the decision recorded). A new
+action starts from its configured prior: the intercept starts at logit(prior) and every
+weight at zero, so before any outcome its propensity is exactly the prior.
+
+Learning goes through river; scoring does not. River scores one dict at a time (~15 µs
+per action), so the learned state (scaler means and deviations, weights, intercepts) is
+exported to numpy arrays and a whole candidate set is scored at once. The arrays are a
+cache: a row is re-exported lazily, at the next score, after its action learned. The
+result equals river's own `predict_proba_one` to floating-point rounding.
+
+Every action also keeps a diagonal Laplace approximation of the posterior over its
+weights (Chapelle & Li, 2011): each weight's precision starts at `weight_precision` and
+grows by z_j²·p(1−p) with every outcome, the intercept's starts at
+`prior_strength`·prior·(1−prior), i.e. the prior counts as `prior_strength` outcomes.
+Since the logit is linear in the weights, this gives a Gaussian over each action's logit
+(`logit_distribution`), which Thompson sampling draws from.
+
+The whole API, independent of Faust and of the server:
+
+>>> from models import persistence
+>>> from models.exploration import ThompsonSampling
+>>> from models.features_vector import vectorise
+>>> from models.online import OnlinePropensity
+>>> model = OnlinePropensity({"gold_card": 0.05, "savings": 0.10})
+>>> policy = ThompsonSampling(model, seed=7)
+>>> now = 1_767_605_400.0
+>>> x = vectorise({"txn_count": 12, "last_seen_ts": now - 3_600}, now=now)
+>>> [round(p, 6) for p in model.score(x, ["gold_card", "savings"])]  # cold start: the priors
+[0.05, 0.1]
+>>> choice = policy.rank(x, ["gold_card", "savings"], n=1)[0]
+>>> choice.action_id in {"gold_card", "savings"}, 0.0 < choice.probability <= 1.0
+(True, True)
+>>> for accepted in [True, False, True, True]:
+...     model.learn_one(x, "savings", accepted)
+>>> model.score(x, ["savings"])[0] > 0.10
+True
+>>> key = b"a checkpoint key of 32 bytes...."
+>>> restored = persistence.load(persistence.save(policy, key=key), key=key,
+...                             expected_type=ThompsonSampling)
+>>> restored.model.score(x, ["savings"]) == model.score(x, ["savings"])
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from river import compose, linear_model, optim, preprocessing
+
+#: Priors are clipped into [PRIOR_CLIP, 1 - PRIOR_CLIP] so that their logit is finite.
+PRIOR_CLIP = 1e-6
+
+_SCALER = "StandardScaler"
+_REGRESSION = "LogisticRegression"
+
+
+class UnknownActionError(KeyError):
+    """An action id the model has no prior for; the message lists every such id."""
+
+
+def _sigmoid(logit: np.ndarray) -> np.ndarray:
+    """1 / (1 + e^-logit), without overflow for any finite logit."""
+    return 0.5 * (1.0 + np.tanh(0.5 * logit))
+
+
+def _not_finite(name: str, value: float) -> ValueError:
+    return ValueError(f"feature {name!r} is {value}: features must be finite numbers")
+
+
+@dataclass
+class _ActionState:
+    """What one action has learned: its river model and the curvature behind its uncertainty."""
+
+    model: compose.Pipeline
+    precision: dict[str, float]  # Σ z_j²·p(1−p) per feature; the prior precision is added on top
+    intercept_precision: float  # prior_strength·prior·(1−prior) + Σ p(1−p)
+    outcomes: int = 0
+
+
+class OnlinePropensity:
+    """Acceptance probability per action, learned online; satisfies `PropensityModel`.
+
+    Parameters
+    ----------
+    priors
+        Each action's prior acceptance probability (the catalog's base rate), in [0, 1].
+    learning_rate
+        SGD step size of the weights (features are standardised first, so one rate suits all).
+    intercept_lr
+        Step size of each action's intercept, which starts at logit(prior).
+    l2
+        L2 penalty pulling weights towards zero at every step.
+    prior_strength
+        How many outcomes the prior is worth: sets the intercept's initial uncertainty.
+    weight_precision
+        Prior precision of every (standardised) weight: sets their initial uncertainty.
+    """
+
+    name = "online-logistic"
+
+    def __init__(
+        self,
+        priors: Mapping[str, float],
+        *,
+        learning_rate: float = 0.02,
+        intercept_lr: float = 0.02,
+        l2: float = 0.0,
+        prior_strength: float = 20.0,
+        weight_precision: float = 1.0,
+    ) -> None:
+        for label, value in [
+            ("learning_rate", learning_rate),
+            ("intercept_lr", intercept_lr),
+            ("prior_strength", prior_strength),
+            ("weight_precision", weight_precision),
+        ]:
+            if not value > 0.0:
+                raise ValueError(f"{label} must be positive, got {value}")
+        if not l2 >= 0.0:
+            raise ValueError(f"l2 must be zero or positive, got {l2}")
+        self.priors: dict[str, float] = {}
+        self.learning_rate = learning_rate
+        self.intercept_lr = intercept_lr
+        self.l2 = l2
+        self.prior_strength = prior_strength
+        self.weight_precision = weight_precision
+        self._states: dict[str, _ActionState] = {}
+        self._rows: dict[str, int] = {}
+        self._columns: dict[str, int] = {}
+        self._reset_cache()
+        for action_id, prior in priors.items():
+            self.add_action(action_id, prior)
+
+    # -- actions ---------------------------------------------------------------------------
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        """The known action ids, in the order they were added."""
+        return tuple(self._states)
+
+    def add_action(self, action_id: str, prior: float) -> None:
+        """Start learning a new action from its prior (e.g. after a catalog reload)."""
+        if action_id in self._states:
+            raise ValueError(f"action {action_id!r} is already known")
+        if not 0.0 <= prior <= 1.0:
+            raise ValueError(f"prior of {action_id!r} must be within [0, 1], got {prior}")
+        clipped = min(max(prior, PRIOR_CLIP), 1.0 - PRIOR_CLIP)
+        regression = linear_model.LogisticRegression(
+            optimizer=optim.SGD(self.learning_rate),
+            l2=self.l2,
+            intercept_init=math.log(clipped / (1.0 - clipped)),
+            intercept_lr=self.intercept_lr,
+        )
+        self.priors[action_id] = prior
+        self._states[action_id] = _ActionState(
+            model=preprocessing.StandardScaler() | regression,
+            precision={},
+            intercept_precision=self.prior_strength * clipped * (1.0 - clipped),
+        )
+        self._rows[action_id] = len(self._rows)
+        self._stale.add(action_id)
+
+    def pipeline(self, action_id: str) -> compose.Pipeline:
+        """The river model of one action (to inspect it; learn through `learn_one`)."""
+        return self._state(action_id).model
+
+    def outcomes(self, action_id: str) -> int:
+        """How many outcomes an action has learned from."""
+        return self._state(action_id).outcomes
+
+    # -- learning --------------------------------------------------------------------------
+
+    def learn_one(self, x: Mapping[str, float], action_id: str, y: bool) -> None:
+        """Learn one outcome of `action_id`: `y` is True for an acceptance, False for a decline.
+
+        `x` must be the features the decision was scored with; it is not modified. New
+        features are welcome at any time; a missing feature contributes nothing.
+        """
+        state = self._state(action_id)
+        for name, value in x.items():
+            if not math.isfinite(value):
+                raise _not_finite(name, value)
+        scaler, regression = state.model[_SCALER], state.model[_REGRESSION]
+        # The steps of `Pipeline.learn_one`, taken one by one to keep the scaled input `z`.
+        scaler.learn_one(x)
+        z = scaler.transform_one(x)
+        regression.learn_one(z, bool(y))
+        p = regression.predict_proba_one(z)[True]
+        curvature = p * (1.0 - p)
+        precision = state.precision
+        for name, z_j in z.items():
+            precision[name] = precision.get(name, 0.0) + z_j * z_j * curvature
+        state.intercept_precision += curvature
+        state.outcomes += 1
+        for name in x:
+            if name not in self._columns:
+                self._columns[name] = len(self._columns)
+        self._stale.add(action_id)
+
+    # -- scoring ---------------------------------------------------------------------------
+
+    def score(self, features: Mapping[str, float], action_ids: Sequence[str]) -> list[float]:
+        """Acceptance probability of each action, in the order of `action_ids`.
+
+        Unknown action ids raise `UnknownActionError`; features never learned are ignored.
+        """
+        rows, u = self._inputs(features, action_ids)
+        probabilities: list[float] = _sigmoid(self._linear[rows] @ u).tolist()
+        return probabilities
+
+    def predict_proba_one(self, x: Mapping[str, float], action_id: str) -> dict[bool, float]:
+        """River's shape for one action: {False: 1 − p, True: p}."""
+        p = self.score(x, [action_id])[0]
+        return {False: 1.0 - p, True: p}
+
+    def logit_distribution(
+        self, x: Mapping[str, float], action_ids: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation of each action's logit under its Laplace posterior."""
+        rows, u = self._inputs(x, action_ids)
+        size = len(self._columns)
+        variance = self._quadratic[rows] @ np.concatenate([u[:size] * u[:size], u])
+        return self._linear[rows] @ u, np.sqrt(np.maximum(variance, 0.0))
+
+    def _inputs(
+        self, x: Mapping[str, float], action_ids: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of `action_ids` and u = [x; present; 1] over the known features.
+
+        A feature absent from x contributes nothing (its presence is 0), as in river;
+        a feature no action has learned is ignored.
+        """
+        rows = self._row_indices(action_ids)
+        self._refresh()
+        size = len(self._columns)
+        columns: list[int] = []
+        values: list[float] = []
+        for name, value in x.items():
+            if not math.isfinite(value):
+                raise _not_finite(name, value)
+            column = self._columns.get(name)
+            if column is not None:
+                columns.append(column)
+                values.append(value)
+        u = np.zeros(2 * size + 1)
+        known = np.array(columns, dtype=np.intp)
+        u[known] = values
+        u[known + size] = 1.0
+        u[-1] = 1.0
+        return rows, u
+
+    def _row_indices(self, action_ids: Sequence[str]) -> np.ndarray:
+        try:
+            return np.fromiter((self._rows[a] for a in action_ids), np.intp, len(action_ids))
+        except KeyError:
+            unknown = [a for a in action_ids if a not in self._rows]
+            raise UnknownActionError(f"unknown action ids: {unknown}") from None
+
+    def _state(self, action_id: str) -> _ActionState:
+        try:
+            return self._states[action_id]
+        except KeyError:
+            raise UnknownActionError(f"unknown action ids: {[action_id]}") from None
+
+    # -- the numpy cache of the learned state ----------------------------------------------
+    #
+    # With D features, action a's scaler means m and inverse deviations s (0 for a constant
+    # feature, as river), weights w, intercept b and weight precisions q, and for input x
+    # with presence mask e (1 where x has the feature):
+    #   logit    = Σ w·s·(x − m)·e + b           = linear[a] @ [x; e; 1]
+    #   variance = Σ (s·(x − m)·e)² / q + 1 / q_b = quadratic[a] @ [x²; x; e; 1]
+    # so linear[a] = [w·s; −w·s·m; b] and quadratic[a] = [v; −2·v·m; v·m²; 1 / q_b] with
+    # v = s² / q. Features an action never learned have zeros: they contribute nothing.
+
+    def _reset_cache(self) -> None:
+        """Empty arrays, with every action marked for export at the next score."""
+        self._linear = np.zeros((0, 1))
+        self._quadratic = np.zeros((0, 1))
+        self._stale: set[str] = set(self._states)
+
+    def _refresh(self) -> None:
+        """Export the actions that learned (or were added) since the last score."""
+        if not self._stale:
+            return
+        actions, size = len(self._rows), len(self._columns)
+        if self._linear.shape != (actions, 2 * size + 1):
+            # A new action or feature (rare after warm-up): lay everything out again.
+            self._linear = np.zeros((actions, 2 * size + 1))
+            self._quadratic = np.zeros((actions, 3 * size + 1))
+            self._stale.update(self._states)
+        for action_id in self._stale:
+            self._export(action_id)
+        self._stale.clear()
+
+    def _export(self, action_id: str) -> None:
+        """Copy one action's river state into its rows (only features it has learned)."""
+        state = self._states[action_id]
+        row, size = self._rows[action_id], len(self._columns)
+        scaler, regression = state.model[_SCALER], state.model[_REGRESSION]
+        names = list(scaler.counts)
+        weights = regression.weights
+        columns = np.array([self._columns[name] for name in names], dtype=np.intp)
+        mean = np.array([scaler.means[name] for name in names])
+        variance = np.array([scaler.vars[name] for name in names])
+        weight = np.array([weights.get(name, 0.0) for name in names])
+        precision = np.array([state.precision.get(name, 0.0) for name in names])
+        inv_std = np.divide(1.0, np.sqrt(variance), out=np.zeros_like(variance), where=variance > 0)
+        slope = weight * inv_std
+        self._linear[row, columns] = slope
+        self._linear[row, columns + size] = -slope * mean
+        self._linear[row, -1] = regression.intercept
+        v = inv_std * inv_std / (self.weight_precision + precision)
+        self._quadratic[row, columns] = v
+        self._quadratic[row, columns + size] = -2.0 * v * mean
+        self._quadratic[row, columns + 2 * size] = v * mean * mean
+        self._quadratic[row, -1] = 1.0 / state.intercept_precision
+
+    # -- pickling: the cache is derived, so it is rebuilt rather than stored ----------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for derived in ("_linear", "_quadratic", "_stale"):
+            del state[derived]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset_cache()
