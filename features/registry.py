@@ -1,9 +1,9 @@
 """The feature registry: every customer feature declared once.
 
-A feature says what it means, its default, and how an event updates it. The update is
-pure: `updates_for(event)` returns the field operations an event implies, and the store
-applies them in Redis. The profile API, the CEL rule variables and the model inputs are
-all derived from `FEATURES`.
+A feature says what it means, its default, and — declaratively — which events update it
+and how. `updates_for(event)` is the pure Python reading of those declarations; the
+store compiles the same declarations into its Redis script. The profile API, the CEL
+rule variables and the model inputs are all derived from `FEATURES`.
 
 This is the small starter set (activity, transactions, channels); the full retail-CRM
 set is tracked in its own issue.
@@ -11,7 +11,6 @@ set is tracked in its own issue.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -26,41 +25,53 @@ class Op(StrEnum):
     MIN = "min"  # earliest event time wins, whatever the arrival order
 
 
+#: Amounts are kept as whole ten-thousandths, so that sums are exact whatever the order
+#: in which events arrive (float addition is not associative; integer addition is).
+AMOUNT_SCALE = 10_000
+
+
+class Source(StrEnum):
+    """What an event contributes to a feature it touches."""
+
+    ONE = "one"  # counts
+    EVENT_TIME = "event_time"  # Unix seconds of `ts`
+    AMOUNT = "amount"  # the event's amount, stored in units of 1/AMOUNT_SCALE
+
+
 @dataclass(frozen=True, slots=True)
 class FeatureDef:
-    """One customer feature: its meaning and how events update it.
+    """One customer feature: its meaning and, declaratively, how events update it.
 
-    `contribution` returns what one event adds (ADD) or proposes (MAX/MIN), or None
-    when the event does not touch the feature.
+    An event touches the feature when its type is in `event_types` (None: any type) and
+    its channel is `channel` (None: any channel); it then contributes its `source` value,
+    combined with the stored value by `op`. Being declarative, the same definition
+    drives the Python reference (`contribution`) and the Redis script (features.store).
     """
 
     name: str
     family: str
     description: str
     op: Op
-    contribution: Callable[[Event], float | None]
+    source: Source
+    event_types: frozenset[EventType] | None = None
+    channel: Channel | None = None
     integer: bool = False
     default: float = 0.0
 
+    def touches(self, event: Event) -> bool:
+        return (self.event_types is None or event.type in self.event_types) and (
+            self.channel is None or event.channel == self.channel
+        )
 
-def _always_one(_: Event) -> float:
-    return 1.0
-
-
-def _event_time(event: Event) -> float:
-    return event.epoch_seconds
-
-
-def _if_type(event_type: EventType, value: Callable[[Event], float | None]) -> Callable[
-    [Event], float | None
-]:
-    return lambda event: value(event) if event.type == event_type else None
-
-
-def _if_channel(channel: Channel, value: Callable[[Event], float | None]) -> Callable[
-    [Event], float | None
-]:
-    return lambda event: value(event) if event.channel == channel else None
+    def contribution(self, event: Event) -> float | None:
+        """What the event adds (ADD) or proposes (MAX/MIN); None if it does not touch it."""
+        if not self.touches(event):
+            return None
+        if self.source is Source.ONE:
+            return 1.0
+        if self.source is Source.EVENT_TIME:
+            return event.epoch_seconds
+        return event.amount
 
 
 def _channel_features(channel: Channel) -> list[FeatureDef]:
@@ -70,7 +81,8 @@ def _channel_features(channel: Channel) -> list[FeatureDef]:
             family="channels",
             description=f"interactions on the {channel} channel",
             op=Op.ADD,
-            contribution=_if_channel(channel, _always_one),
+            source=Source.ONE,
+            channel=channel,
             integer=True,
         ),
         FeatureDef(
@@ -78,7 +90,8 @@ def _channel_features(channel: Channel) -> list[FeatureDef]:
             family="channels",
             description=f"event time of the last interaction on {channel} (Unix s, 0 = never)",
             op=Op.MAX,
-            contribution=_if_channel(channel, _event_time),
+            source=Source.EVENT_TIME,
+            channel=channel,
         ),
     ]
 
@@ -89,7 +102,7 @@ FEATURES: tuple[FeatureDef, ...] = (
         family="activity",
         description="interaction events of any type on any channel",
         op=Op.ADD,
-        contribution=_always_one,
+        source=Source.ONE,
         integer=True,
     ),
     FeatureDef(
@@ -97,21 +110,22 @@ FEATURES: tuple[FeatureDef, ...] = (
         family="activity",
         description="event time of the earliest event (Unix s, 0 = never seen)",
         op=Op.MIN,
-        contribution=_event_time,
+        source=Source.EVENT_TIME,
     ),
     FeatureDef(
         name="last_seen_ts",
         family="activity",
         description="event time of the latest event (Unix s, 0 = never seen)",
         op=Op.MAX,
-        contribution=_event_time,
+        source=Source.EVENT_TIME,
     ),
     FeatureDef(
         name="txn_count",
         family="transactions",
         description="card and POS transactions, lifetime",
         op=Op.ADD,
-        contribution=_if_type(EventType.TRANSACTION, _always_one),
+        source=Source.ONE,
+        event_types=frozenset({EventType.TRANSACTION}),
         integer=True,
     ),
     FeatureDef(
@@ -119,7 +133,8 @@ FEATURES: tuple[FeatureDef, ...] = (
         family="transactions",
         description="amount spent in transactions, lifetime",
         op=Op.ADD,
-        contribution=_if_type(EventType.TRANSACTION, lambda event: event.amount),
+        source=Source.AMOUNT,
+        event_types=frozenset({EventType.TRANSACTION}),
     ),
     *(feature for channel in Channel for feature in _channel_features(channel)),
 )
@@ -151,7 +166,12 @@ def decode_features(stored: dict[str, str]) -> dict[str, float | int]:
     values: dict[str, float | int] = {}
     for feature in FEATURES:
         raw = stored.get(feature.name)
-        value = float(raw) if raw is not None else feature.default
+        if raw is None:
+            value = feature.default
+        elif feature.source is Source.AMOUNT:
+            value = round(float(raw)) / AMOUNT_SCALE
+        else:
+            value = float(raw)
         values[feature.name] = int(value) if feature.integer else value
     return values
 

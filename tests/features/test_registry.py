@@ -77,8 +77,9 @@ def test_decode_features_of_nothing_is_the_defaults() -> None:
 
 
 def test_decode_features_types_integers_and_floats() -> None:
+    # amounts are stored in whole 1/AMOUNT_SCALE units: "125000" is 12.5
     decoded = decode_features(
-        {"event_count": "3", "txn_count": "2.0", "txn_amount": "12.5", "last_seen_ts": str(TS)}
+        {"event_count": "3", "txn_count": "2.0", "txn_amount": "125000", "last_seen_ts": str(TS)}
     )
     assert decoded["event_count"] == 3
     assert type(decoded["event_count"]) is int
