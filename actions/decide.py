@@ -1,9 +1,16 @@
 """`decide()`: the ranked next-best actions for one customer on one channel.
 
 Pure: it takes the customer's features (already read by the caller in one round trip),
-the catalog and a propensity model, and returns the ranking with every score's parts
-and the reasons behind each action. Contact policy, consent, suitability, exploration
-and decision recording are tracked in their own issues and are not applied here.
+the catalog, a ranking policy and the decision time, and returns the ranking with every
+score's parts and the reasons behind each action. No I/O: what must be recorded for the
+model to learn from the answer — the model input `x` and the candidate ids — comes back
+in the `Decision`, and the caller stores it (`actions.decision_log`).
+
+The policy (`models.exploration`) explores: Thompson sampling or epsilon-greedy rank by
+propensity × value with some randomness, and each placement carries its logged
+probability; `Greedy` wraps a model that needs no exploration (the static base rates).
+Contact policy, consent and suitability are tracked in their own issues and are not
+applied here.
 """
 
 from __future__ import annotations
@@ -15,12 +22,17 @@ from typing import Any
 
 from actions.catalog import RULE_ERRORS, Catalog, rule_context
 from features.events import Channel
-from models.propensity import PropensityModel
+from models.exploration import ExplorationPolicy
+from models.features_vector import vectorise
 
 
 @dataclass(frozen=True, slots=True)
 class RankedAction:
-    """One recommended action with how its score was made and why it was chosen."""
+    """One recommended action with how its score was made and why it was chosen.
+
+    `score` = propensity × value, the expected value of showing it; `probability` is the
+    chance the policy had of placing this action at this rank (see `models.exploration`).
+    """
 
     rank: int
     action_id: str
@@ -29,23 +41,41 @@ class RankedAction:
     product: str
     score: float
     score_parts: dict[str, float]
+    probability: float
     reasons: list[str]
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The answer to "what next?" for one customer on one channel."""
+    """The answer to "what next?" for one customer on one channel, and what to record of it.
+
+    `x` (the model input at decision time) and `candidates` (the eligible action ids) are
+    for the decision log, not for the caller's client: `to_dict` leaves them out.
+    """
 
     decision_id: str
     customer_id: str
     channel: str
+    ts: float
     policy: str
     degraded: bool
     actions: list[RankedAction]
+    x: dict[str, float]
+    candidates: list[str]
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The decision as answered to a client (without `x` and `candidates`)."""
+        return {
+            "decision_id": self.decision_id,
+            "customer_id": self.customer_id,
+            "channel": self.channel,
+            "ts": self.ts,
+            "policy": self.policy,
+            "degraded": self.degraded,
+            "actions": [asdict(action) for action in self.actions],
+            "notes": list(self.notes),
+        }
 
 
 def decide(
@@ -54,14 +84,17 @@ def decide(
     channel: Channel,
     features: Mapping[str, float | int],
     catalog: Catalog,
-    model: PropensityModel,
+    policy: ExplorationPolicy,
     n: int,
+    now: float,
     degraded: bool = False,
 ) -> Decision:
-    """Rank the catalog's eligible actions on `channel` by propensity × value; keep `n`.
+    """Rank the catalog's eligible actions on `channel` with `policy`; keep `n`.
 
-    `degraded` marks a decision made without the customer's real features (the store
-    was unavailable); it is reported, never hidden.
+    `now` is the decision time (Unix seconds): the model sees the features as
+    `vectorise(features, now=now, channel=channel)`. `degraded` marks a decision made
+    without the customer's real features (the store was unavailable); it is reported,
+    never hidden.
     """
     context = rule_context(features, channel)
     notes = ["customer features unavailable: ranked as for a new customer"] if degraded else []
@@ -72,36 +105,44 @@ def decide(
                 candidates.append(action)
         except RULE_ERRORS as error:
             notes.append(f"{action.id} left out: its eligibility rule failed: {error}")
-    propensities = model.score(features, [action.id for action in candidates])
-    scored = sorted(
-        zip(candidates, propensities, strict=True),
-        key=lambda pair: pair[1] * pair[0].spec.value,
-        reverse=True,
-    )[:n]
-    ranked = [
-        RankedAction(
-            rank=rank,
-            action_id=action.id,
-            name=action.spec.name,
-            kind=action.spec.kind.value,
-            product=action.spec.product,
-            score=propensity * action.spec.value,
-            score_parts={"propensity": propensity, "value": action.spec.value},
-            reasons=[
-                action.spec.reason,
-                f"eligible: {action.spec.eligibility}",
-                f"expected value {propensity * action.spec.value:.2f} = "
-                f"propensity {propensity:.3f} ({model.name}) × value {action.spec.value:.2f}",
-            ],
+    by_id = {action.id: action for action in candidates}
+    ids = list(by_id)
+    x = vectorise(features, now=now, channel=channel)
+    choices = policy.rank(x, ids, n, values=[action.spec.value for action in candidates])
+    model_name = policy.model.name
+    ranked = []
+    for choice in choices:
+        spec = by_id[choice.action_id].spec
+        expected = choice.propensity * spec.value
+        ranked.append(
+            RankedAction(
+                rank=choice.rank,
+                action_id=choice.action_id,
+                name=spec.name,
+                kind=spec.kind.value,
+                product=spec.product,
+                score=expected,
+                score_parts={"propensity": choice.propensity, "value": spec.value},
+                probability=choice.probability,
+                reasons=[
+                    spec.reason,
+                    f"eligible: {spec.eligibility}",
+                    f"expected value {expected:.2f} = propensity {choice.propensity:.3f} "
+                    f"({model_name}) × value {spec.value:.2f}",
+                    f"rank {choice.rank} by {policy.name} (ranking score {choice.score:.2f}), "
+                    f"a placement it makes with probability {choice.probability:.2f}",
+                ],
+            )
         )
-        for rank, (action, propensity) in enumerate(scored, start=1)
-    ]
     return Decision(
         decision_id=uuid.uuid4().hex,
         customer_id=customer_id,
         channel=channel.value,
-        policy=f"{model.name} × value; online learning not built yet",
+        ts=now,
+        policy=f"{policy.name} on {model_name} propensity × value",
         degraded=degraded,
         actions=ranked,
+        x=x,
+        candidates=ids,
         notes=notes,
     )

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from actions.catalog import Catalog, load_catalog
+from actions.decision_log import DecisionLog
+from api.live_model import LiveModel
 from engine.settings import Settings
 from features.publisher import EventPublisher
 from features.stats import IngestStats
 from features.store import RedisFeatureStore
-from models.propensity import BaseRateModel, PropensityModel
+from models.checkpoints import CheckpointStore
+from models.exploration import EpsilonGreedy, ExplorationPolicy, Greedy, ThompsonSampling
+from models.online import OnlinePropensity
 
 REDIS_TIMEOUT_S = 1.0
 
@@ -30,18 +38,52 @@ class Services:
     publisher: EventPublisher
     ingest_stats: IngestStats
     catalog: Catalog
-    model: PropensityModel
+    decision_log: DecisionLog
+    live_model: LiveModel
+
+
+def make_policy(settings: Settings, model: OnlinePropensity) -> ExplorationPolicy:
+    """The exploration policy `settings.exploration` names, ranking with `model`.
+
+    Unseeded: each API process draws its own random stream, as parallel servers must.
+    """
+    if settings.exploration == "thompson":
+        return ThompsonSampling(model, draws=settings.thompson_draws)
+    if settings.exploration == "epsilon_greedy":
+        return EpsilonGreedy(model, epsilon=settings.epsilon)
+    return Greedy(model)
+
+
+def exploration_settings(settings: Settings) -> dict[str, Any]:
+    """The policy and its parameters, for `GET /v1/models`."""
+    if settings.exploration == "thompson":
+        return {"policy": ThompsonSampling.name, "draws": settings.thompson_draws}
+    if settings.exploration == "epsilon_greedy":
+        return {"policy": EpsilonGreedy.name, "epsilon": settings.epsilon}
+    return {"policy": Greedy.name}
 
 
 @asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
-    """Connect to Redis and Kafka, load the catalog; close everything on exit."""
+    """Connect to Redis and Kafka, load the catalog and the latest model; close all on exit.
+
+    The model is followed by a background task for as long as the services are open.
+    """
     redis_url, bootstrap = settings.require_servers()
+    signing_key = settings.require_model_key()
     catalog = load_catalog(settings.catalog_path)
     redis = Redis.from_url(
         redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
     )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+    live_model = LiveModel(
+        CheckpointStore(redis, key_prefix=settings.key_prefix, signing_key=signing_key),
+        catalog.base_rates(),
+        lambda model: make_policy(settings, model),
+    )
+    with contextlib.suppress(RedisError):  # Redis down: the priors serve until it is back
+        await live_model.refresh()
+    follower = asyncio.create_task(live_model.follow(), name="follow-model-checkpoints")
     try:
         await producer.start()
         yield Services(
@@ -56,8 +98,14 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             publisher=EventPublisher(producer, settings.events_topic),
             ingest_stats=IngestStats(redis, key_prefix=settings.key_prefix),
             catalog=catalog,
-            model=BaseRateModel(catalog.base_rates()),
+            decision_log=DecisionLog(
+                redis, key_prefix=settings.key_prefix, ttl_seconds=settings.decision_ttl_seconds
+            ),
+            live_model=live_model,
         )
     finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
         await producer.stop()
         await redis.aclose()

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from actions.catalog import CatalogError, load_catalog
@@ -44,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     validate.add_argument("catalog", type=Path, nargs="?", default=None)
 
     args = parser.parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings.from_environment()
+    except ValueError as error:  # pydantic's ValidationError included
+        console.print(f"[red]invalid configuration[/red]: {escape(str(error))}")
+        return 2
     try:
         return _run(args, settings)
     except KeyboardInterrupt:
@@ -57,15 +62,22 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _up(settings, args.api_port)
     if args.command == "demo":
         return _demo(settings, args)
-    if args.command == "worker":
-        from engine.worker import run_worker
-
-        settings.require_servers()
-        run_worker(settings)
-        return 0
-    if args.command == "api":
-        return _api(settings)
+    if args.command in ("worker", "api"):
+        try:
+            settings.require_servers()
+            settings.require_model_key()
+        except ValueError as error:
+            console.print(f"[red]nba {args.command}[/red]: {escape(str(error))}")
+            return 2
+        return _worker(settings) if args.command == "worker" else _api(settings)
     return _validate(args.catalog or settings.catalog_path)
+
+
+def _worker(settings: Settings) -> int:
+    from engine.worker import run_worker
+
+    run_worker(settings)
+    return 0
 
 
 def _print_system(system: System) -> None:
@@ -112,7 +124,6 @@ def _api(settings: Settings) -> int:
 
     from api.app import create_app
 
-    settings.require_servers()
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,

@@ -4,7 +4,9 @@ Each simulated day the bank's customers generate their interaction events on eve
 channel (posted to `POST /v1/events` as a contact point would), then some of them meet
 the engine on a channel: the demo asks `GET /v1/customers/{id}/next-best-actions`,
 shows the top action and answers it by the simulator's hidden ground truth, reporting
-the impression and the answer back as events. The report says what the system did.
+the impression and the answer back as events. The worker learns from those answers and
+the API serves each new model version, so the accept rate can move from day to day. The
+report says what the system did, day by day, and how far the model learned.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ ANSWERS = ("accept", "decline", "ignore")
 EVENTS_PER_REQUEST = 2000
 CONCURRENT_REQUESTS = 4
 DRAIN_TIMEOUT_S = 120.0
+LEARN_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +64,12 @@ class DemoReport:
     empty_decisions: int = 0
     degraded_decisions: int = 0
     answers: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ANSWERS, 0))
+    #: (accepted, shown) per simulated day
+    days: list[tuple[int, int]] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     ingest: dict[str, int] = field(default_factory=dict)
+    #: `GET /v1/models` once the worker has learned every forwarded answer
+    models: dict[str, Any] = field(default_factory=dict)
     elapsed_s: float = 0.0
 
     def latency_percentiles(self) -> dict[str, float]:
@@ -99,6 +106,23 @@ class DemoReport:
             ", ".join(f"{count:,} {answer}" for answer, count in self.answers.items()),
         )
         table.add_row("accept rate", f"{self.accept_rate():.2%}")
+        if self.days:
+            table.add_row(
+                "accept rate by day",
+                " ".join(
+                    f"{accepted / shown:.1%}" if shown else "–" for accepted, shown in self.days
+                ),
+            )
+        if self.models:
+            propensity = self.models["propensity"]
+            attribution = self.models.get("attribution") or {}
+            table.add_row(
+                "model learned",
+                f"{propensity['model']} version {propensity['version']}: "
+                f"{sum(propensity['outcomes_learned'].values()):,} answers learned, "
+                f"{attribution.get('unknown_decision', 0):,} with an unknown decision "
+                f"({self.models['exploration']['policy']} exploration)",
+            )
         table.add_row("wall time", f"{self.elapsed_s:.1f} s")
         return table
 
@@ -136,6 +160,7 @@ async def _drive(
         ) as progress:
             task = progress.add_task("days", total=config.days, status="")
             for day in range(config.days):
+                accepted, shown = report.answers["accept"], sum(report.answers.values())
                 await _post_events(client, bank.events_for_day(day), report)
                 customers = rng.integers(0, bank.customers, size=config.decisions_per_day)
                 day_channels = rng.choice(channels, size=len(customers), p=weights / weights.sum())
@@ -148,6 +173,9 @@ async def _drive(
                     )
                 )
                 await _post_events(client, [e for events in outcomes for e in events], report)
+                report.days.append(
+                    (report.answers["accept"] - accepted, sum(report.answers.values()) - shown)
+                )
                 progress.update(
                     task,
                     advance=1,
@@ -155,6 +183,7 @@ async def _drive(
                     f"accept rate {report.accept_rate():.1%}",
                 )
         report.ingest = await _wait_for_ingest(client, report.events_sent)
+        report.models = await _wait_for_learning(client)
     report.elapsed_s = time.perf_counter() - started
     return report
 
@@ -204,6 +233,18 @@ async def _decide_and_answer(
     report.answers[answer] += 1
     shown_at = bank.start + timedelta(days=day, hours=float(rng.uniform(8, 21)))
     return bank.outcome_events(customer_id, top, decision["decision_id"], channel, answer, shown_at)
+
+
+async def _wait_for_learning(client: httpx.AsyncClient) -> dict[str, Any]:
+    """Wait until the served model has learned every answer the workers forwarded."""
+    deadline = time.monotonic() + LEARN_TIMEOUT_S
+    while True:
+        models: dict[str, Any] = (await client.get("/v1/models")).json()
+        learned = sum(models["propensity"]["outcomes_learned"].values())
+        forwarded = (models.get("attribution") or {}).get("forwarded", 0)
+        if learned >= forwarded or time.monotonic() > deadline:
+            return models
+        await asyncio.sleep(0.25)
 
 
 async def _wait_for_ingest(client: httpx.AsyncClient, expected: int) -> dict[str, int]:

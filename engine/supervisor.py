@@ -1,6 +1,9 @@
 """Run the whole system from one command: servers, one Faust worker and the API.
 
 Servers not configured (`NBA_REDIS_URL`, `NBA_KAFKA_BOOTSTRAP`) are started embedded.
+Without `NBA_MODEL_KEY`, a random checkpoint key is generated for this run and given to
+both children (a checkpoint left in a persistent Redis by an earlier run is then refused,
+and learning starts over from the priors: set the key to keep learning across runs).
 The worker and the API run as child processes — the same `nba worker` and `nba api`
 commands a production deployment scales out — each in its own process group and set to
 die with the supervisor, so no process outlives it, however it ends.
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -21,6 +25,7 @@ from types import FrameType
 from typing import IO, Self
 
 import httpx
+from pydantic import SecretStr
 
 from engine.embedded import EmbeddedServices, die_with_parent_hook, free_port
 from engine.settings import Settings
@@ -79,7 +84,7 @@ class System:
             (redis_kind, str(self.settings.redis_url)),
             (kafka_kind, str(self.settings.kafka_bootstrap)),
             ("worker", f"consumes '{self.settings.events_topic}', dead letters to "
-             f"'{self.settings.dlq_topic}'"),
+             f"'{self.settings.dlq_topic}', learns from '{self.settings.outcomes_topic}'"),
             ("API", f"{self.api_url}  (docs: {self.api_url}/docs)"),
         ]
         rows += [(f"{child.name} log", str(child.log_path)) for child in self.children
@@ -121,6 +126,8 @@ def start_system(
     if servers.kafka:
         overrides["kafka_bootstrap"] = servers.kafka.bootstrap
         overrides["kafka_session_timeout_s"] = EMBEDDED_SESSION_TIMEOUT_S
+    if settings.model_key is None:
+        overrides["model_key"] = SecretStr(secrets.token_urlsafe(32))
     port = api_port if api_port is not None else settings.api_port
     port = port or free_port()
     overrides["api_port"] = port

@@ -1,5 +1,7 @@
 """Propensity models: how likely a customer is to accept each candidate action.
 
-Imports only `features`. The online learners (river) are tracked in their own issue;
-today the package holds the static base-rate model and the protocol learners will meet.
+Imports only `features`. `online` learns a propensity per action with river,
+`exploration` ranks with it while still learning, `learning` turns answers into learned
+checkpoints (`checkpoints`, signed by `persistence`), `offpolicy` evaluates policies from
+the decision log; `propensity` holds the protocol and the static base-rate baseline.
 """

@@ -1,7 +1,8 @@
 """Exploration: rank candidate actions while still learning, logging how likely each choice was.
 
 A policy ranks candidates by propensity × value, but not always greedily: a model that
-only exploits never learns about the actions it underrates. Two policies are shipped:
+only exploits never learns about the actions it underrates. Two exploring policies are
+shipped, and a greedy one that does not explore:
 
 - `ThompsonSampling` draws each action's logit from the model's posterior
   (`OnlinePropensity.logit_distribution`) and ranks by the drawn propensity × value. It
@@ -10,6 +11,10 @@ only exploits never learns about the actions it underrates. Two policies are shi
 - `EpsilonGreedy` returns the greedy ranking, except with probability `epsilon` a
   uniformly random ranking of the candidates. Crude, but its probabilities are exact and
   it works on top of any `PropensityModel`.
+- `Greedy` always returns the greedy ranking, each placement with probability 1. It
+  wraps a model whose choices need no exploration (the static base-rate model) or
+  serves a learned one without exploring (`NBA_EXPLORATION=none`); a log it writes
+  cannot evaluate other policies (no overlap, see `models.offpolicy`).
 
 What `Choice.probability` means — the logged propensity. It is the probability, over the
 policy's own randomness for this decision (the same features, candidates and values),
@@ -22,16 +27,17 @@ that the policy puts this action at exactly this rank:
   multiply into the probability of that ranking. It serves position-based estimators;
   `models.offpolicy` evaluates rank 1.
 
-For `EpsilonGreedy` it is exact: (1 − ε)·[the action is the greedy one at k] + ε / m for
-m candidates. For `ThompsonSampling` there is no closed form; it is a Monte Carlo
-estimate: the policy makes `draws` posterior draws at once (vectorised), decides with
-the first, and logs for each returned action the fraction of the draws that put it at
-the same rank. The estimate is therefore at least 1 / `draws` for every returned action
-(never zero, so never an infinite importance weight), biased upwards by at most
-1 / `draws`, with a standard error of about sqrt(p(1 − p) / `draws`).
+For `Greedy` it is 1 for every placement. For `EpsilonGreedy` it is exact:
+(1 − ε)·[the action is the greedy one at k] + ε / m for m candidates. For
+`ThompsonSampling` there is no closed form; it is a Monte Carlo estimate: the policy
+makes `draws` posterior draws at once (vectorised), decides with the first, and logs
+for each returned action the fraction of the draws that put it at the same rank. The
+estimate is therefore at least 1 / `draws` for every returned action (never zero, so
+never an infinite importance weight), biased upwards by at most 1 / `draws`, with a
+standard error of about sqrt(p(1 − p) / `draws`).
 
-Both are deterministic given their `seed` and the sequence of calls. Processes serving
-in parallel should be given different seeds.
+The exploring two are deterministic given their `seed` and the sequence of calls.
+Processes serving in parallel should be given different seeds.
 """
 
 from __future__ import annotations
@@ -43,6 +49,13 @@ from typing import Protocol
 import numpy as np
 
 from models.propensity import PropensityModel
+
+
+class NamedModel(Protocol):
+    """What a policy tells about the model under it: its name, quoted in reasons."""
+
+    @property
+    def name(self) -> str: ...
 
 
 class PosteriorModel(Protocol):
@@ -77,6 +90,11 @@ class ExplorationPolicy(Protocol):
     """Ranks candidates with exploration and reports the probability of its choices."""
 
     name: str
+
+    @property
+    def model(self) -> NamedModel:
+        """The propensity model the policy ranks with."""
+        ...
 
     def rank(
         self,
@@ -117,6 +135,59 @@ def _values(values: Sequence[float] | None, count: int) -> np.ndarray:
 def _check_n(n: int) -> None:
     if n < 0:
         raise ValueError(f"n must be zero or positive, got {n}")
+
+
+class Greedy:
+    """Always the greedy ranking by propensity × value; every placement has probability 1.
+
+    >>> from models.propensity import BaseRateModel
+    >>> [(c.action_id, c.probability) for c in
+    ...  Greedy(BaseRateModel({"a": 0.1, "b": 0.5})).rank({}, ["a", "b"], 2, values=[10, 1])]
+    [('a', 1.0), ('b', 1.0)]
+    """
+
+    name = "greedy"
+
+    def __init__(self, model: PropensityModel) -> None:
+        self.model = model
+
+    def rank(
+        self,
+        x: Mapping[str, float],
+        action_ids: Sequence[str],
+        n: int,
+        values: Sequence[float] | None = None,
+    ) -> list[Choice]:
+        """The top `n` by propensity × value (ties keep the candidates' order)."""
+        _check_n(n)
+        value = _values(values, len(action_ids))
+        propensity = np.asarray(self.model.score(x, action_ids), dtype=float)
+        score = propensity * value
+        order = np.argsort(-score, kind="stable")[:n]
+        return [
+            Choice(
+                action_id=action_ids[index],
+                rank=position + 1,
+                propensity=float(propensity[index]),
+                score=float(score[index]),
+                probability=1.0,
+            )
+            for position, index in enumerate(order.tolist())
+        ]
+
+    def probabilities(
+        self,
+        x: Mapping[str, float],
+        action_ids: Sequence[str],
+        values: Sequence[float] | None = None,
+    ) -> np.ndarray:
+        """1 for the greedy first choice, 0 for every other candidate."""
+        probability = np.zeros(len(action_ids))
+        if action_ids:
+            propensity = np.asarray(self.model.score(x, action_ids), dtype=float)
+            value = _values(values, len(action_ids))
+            probability[int(np.argmax(propensity * value))] = 1.0
+        return probability
 
 
 class EpsilonGreedy:

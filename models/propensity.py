@@ -2,8 +2,9 @@
 
 A propensity model answers `score(features, action_ids)` with one acceptance
 probability per action. The static model returns each action's configured prior (its
-base rate) whatever the customer: it is what the engine serves until online learning
-lands, and the cold-start prior that learning will start from.
+base rate) whatever the customer: the baseline that online learning
+(`models.online.OnlinePropensity`, which starts from the same priors) must beat, served
+through `models.exploration.Greedy` where a deterministic ranking is wanted.
 """
 
 from __future__ import annotations

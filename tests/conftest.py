@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from engine.embedded import EmbeddedServices
@@ -41,8 +42,11 @@ def settings(servers: EmbeddedServices, unique: str) -> Settings:
         events_topic=f"events-{unique}",
         dlq_topic=f"events-{unique}.dlq",
         worker_id=f"worker-{unique}",
+        outcomes_topic=f"outcomes-{unique}",
         topic_partitions=4,
         kafka_session_timeout_s=6.0,
+        model_key=SecretStr(f"test-model-key-{unique}"),
+        checkpoint_interval_s=0.5,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
@@ -42,21 +43,36 @@ async def get_next_best_actions(
 ) -> dict[str, Any]:
     """The top `n` actions for this customer on `channel`, with scores and reasons.
 
-    When the feature store cannot be read, the answer is still given, ranked as for a
-    new customer, and flagged `degraded`.
+    The decision is recorded before it is answered (one more Redis call), so that the
+    customer's answer, reported later as an event with its `decision_id`, is learned
+    from with the features the model saw. When the feature store cannot be read, the
+    answer is still given, ranked as for a new customer, flagged `degraded`, and not
+    recorded: the model does not learn from a decision made without the customer's
+    features.
     """
     try:
         features = await services.store.read(customer_id)
         degraded = False
     except RedisError:
         features, degraded = None, True
+    serving = services.live_model.current
     decision = decide(
         customer_id=customer_id,
         channel=channel,
         features=features if features is not None else default_features(),
         catalog=services.catalog,
-        model=services.model,
+        policy=serving.policy,
         n=n,
+        now=time.time(),
         degraded=degraded,
     )
-    return decision.to_dict()
+    answer = decision.to_dict()
+    answer["model_version"] = serving.version
+    if degraded:
+        answer["notes"].append("not recorded: its answer will not be learned from")
+    elif decision.actions:
+        try:
+            await services.decision_log.record(decision)
+        except RedisError as error:
+            answer["notes"].append(f"not recorded ({error}): its answer will not be learned from")
+    return answer

@@ -1,4 +1,4 @@
-"""decide(): ranking, channel and eligibility filters, n, reasons, degraded decisions."""
+"""decide(): ranking, channel and eligibility filters, n, reasons, exploration, degraded."""
 
 from __future__ import annotations
 
@@ -12,7 +12,12 @@ from actions.decide import Decision, decide
 from engine.settings import DEFAULT_CATALOG
 from features.events import Channel
 from features.registry import default_features
+from models.exploration import EpsilonGreedy, Greedy, ThompsonSampling
+from models.features_vector import vectorise
+from models.online import OnlinePropensity
 from models.propensity import BaseRateModel
+
+NOW = 1_767_605_400.0
 
 
 def action(action_id: str, value: float, base_rate: float, **overrides: Any) -> dict[str, Any]:
@@ -50,7 +55,8 @@ def run(catalog: Catalog, channel: Channel = Channel.WEB, n: int = 10, **kwargs:
     options: dict[str, Any] = {
         "customer_id": "C1",
         "features": default_features(),
-        "model": BaseRateModel(catalog.base_rates()),
+        "policy": Greedy(BaseRateModel(catalog.base_rates())),
+        "now": NOW,
     }
     options.update(kwargs)
     return decide(channel=channel, catalog=catalog, n=n, **options)
@@ -82,15 +88,17 @@ def test_actions_are_ranked_by_propensity_times_value(catalog: Catalog) -> None:
 def test_the_ranking_follows_the_model(catalog: Catalog) -> None:
     model = FixedModel({"mid": 0.9, "low": 0.1, "high": 0.01, "big_spender": 0.0})
     features = default_features() | {"txn_count": 4}
-    decision = run(catalog, features=features, model=model)
+    decision = run(catalog, features=features, policy=Greedy(model))
     assert [ranked.action_id for ranked in decision.actions] == [
         "mid",
         "high",
         "low",
         "big_spender",
     ]
-    assert model.seen == [(features, ["mid", "low", "high", "big_spender"])]
-    assert decision.policy.startswith("fixed")
+    # the model sees the vectorised features at the decision time, on the channel
+    x = vectorise(features, now=NOW, channel=Channel.WEB)
+    assert model.seen == [(x, ["mid", "low", "high", "big_spender"])]
+    assert decision.policy == "greedy on fixed propensity × value"
 
 
 def test_only_actions_allowed_on_the_channel(catalog: Catalog) -> None:
@@ -140,6 +148,11 @@ def test_every_action_has_its_score_parts_and_reasons(catalog: Catalog) -> None:
         assert any(
             "base-rate" in reason and f"{ranked.score:.2f}" in reason for reason in ranked.reasons
         )
+        assert any(
+            f"rank {ranked.rank} by greedy" in reason and "probability 1.00" in reason
+            for reason in ranked.reasons
+        )
+        assert ranked.probability == 1.0
         assert (ranked.name, ranked.kind, ranked.product) == (
             spec.name,
             spec.kind.value,
@@ -153,7 +166,8 @@ def test_a_normal_decision_is_not_degraded(catalog: Catalog) -> None:
     assert decision.notes == []
     assert decision.customer_id == "C1"
     assert decision.channel == "web"
-    assert "online learning not built" in decision.policy
+    assert decision.ts == NOW
+    assert decision.policy == "greedy on base-rate propensity × value"
 
 
 def test_a_degraded_decision_says_so(catalog: Catalog) -> None:
@@ -170,11 +184,71 @@ def test_decision_ids_are_unique(catalog: Catalog) -> None:
     assert all(len(decision_id) == 32 for decision_id in ids)
 
 
-def test_to_dict_is_plain_data(catalog: Catalog) -> None:
+def test_to_dict_is_plain_data_without_what_is_only_recorded(catalog: Catalog) -> None:
     data = run(catalog, n=2).to_dict()
     assert data["degraded"] is False
     assert [item["action_id"] for item in data["actions"]] == ["high", "mid"]
     assert data["actions"][0]["score_parts"] == {"propensity": 0.02, "value": 1000.0}
+    assert data["actions"][0]["probability"] == 1.0
+    assert "x" not in data
+    assert "candidates" not in data
+
+
+def test_the_decision_carries_what_must_be_recorded(catalog: Catalog) -> None:
+    features = default_features() | {"txn_count": 4, "last_seen_ts": NOW - 86_400}
+    decision = run(catalog, features=features, n=1)
+    assert decision.x == vectorise(features, now=NOW, channel=Channel.WEB)
+    assert decision.x["last_seen_days"] == pytest.approx(0.6931, abs=1e-4)
+    # every eligible candidate on the channel, in catalog order, not only the shown one
+    assert decision.candidates == ["mid", "low", "high", "big_spender"]
+    assert [ranked.action_id for ranked in decision.actions] == ["big_spender"]
+
+
+def learned_model(catalog: Catalog) -> OnlinePropensity:
+    model = OnlinePropensity(catalog.base_rates())
+    x = vectorise(default_features(), now=NOW, channel=Channel.WEB)
+    for accepted in [True, False, True, False, False]:
+        model.learn_one(x, "low", accepted)
+    return model
+
+
+def test_thompson_explores_with_logged_probabilities_deterministic_given_the_seed(
+    catalog: Catalog,
+) -> None:
+    first = run(catalog, n=3, policy=ThompsonSampling(learned_model(catalog), seed=3))
+    again = run(catalog, n=3, policy=ThompsonSampling(learned_model(catalog), seed=3))
+    assert [(a.action_id, a.probability, a.score) for a in first.actions] == [
+        (a.action_id, a.probability, a.score) for a in again.actions
+    ]
+    assert first.policy == "thompson on online-logistic propensity × value"
+    for ranked in first.actions:
+        assert 0.0 < ranked.probability <= 1.0
+        assert ranked.score == pytest.approx(
+            ranked.score_parts["propensity"] * ranked.score_parts["value"]
+        )
+        assert any(f"rank {ranked.rank} by thompson" in reason for reason in ranked.reasons)
+    # the rank-1 probabilities of a run of decisions estimate how often each action leads
+    policy = ThompsonSampling(learned_model(catalog), draws=512, seed=5)
+    leaders = [run(catalog, n=1, policy=policy).actions[0] for _ in range(400)]
+    for action_id in {ranked.action_id for ranked in leaders}:
+        share = sum(ranked.action_id == action_id for ranked in leaders) / len(leaders)
+        logged = [ranked.probability for ranked in leaders if ranked.action_id == action_id]
+        assert sum(logged) / len(logged) == pytest.approx(share, abs=0.08)
+
+
+def test_epsilon_greedy_logs_its_exact_probabilities(catalog: Catalog) -> None:
+    policy = EpsilonGreedy(BaseRateModel(catalog.base_rates()), epsilon=0.2, seed=1)
+    decisions = [run(catalog, n=1, policy=policy) for _ in range(300)]
+    logged: dict[str, set[float]] = {}
+    for decision in decisions:
+        first = decision.actions[0]
+        logged.setdefault(first.action_id, set()).add(round(first.probability, 12))
+    # the greedy "high" at 1 − ε + ε/3 (3 candidates), each other candidate at ε/3
+    assert logged == {
+        "high": {round(0.8 + 0.2 / 3, 12)},
+        "mid": {round(0.2 / 3, 12)},
+        "low": {round(0.2 / 3, 12)},
+    }
 
 
 def test_a_rule_failing_on_this_customer_leaves_its_action_out_with_a_note() -> None:

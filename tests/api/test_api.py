@@ -13,6 +13,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
+from actions.catalog import load_catalog
+from actions.decision_log import DecisionLog
 from api.app import create_app
 from engine.embedded import free_port
 from engine.settings import Settings
@@ -20,6 +22,8 @@ from engine.topics import ensure_topics
 from features.events import Event, decode_message
 from features.registry import FEATURES
 from features.store import RedisFeatureStore
+from models.checkpoints import CheckpointStore
+from models.online import OnlinePropensity
 
 TS = "2026-01-05T09:30:00Z"
 
@@ -231,18 +235,22 @@ async def test_n_bounds_are_accepted(api: httpx.AsyncClient, n: int) -> None:
     assert 1 <= len(response.json()["actions"]) <= n
 
 
-async def test_next_best_actions_are_ranked_with_a_decision_id(
-    api: httpx.AsyncClient, redis: Redis, settings: Settings
+async def test_next_best_actions_are_ranked_with_a_decision_id_and_recorded(
+    redis: Redis, settings: Settings
 ) -> None:
     await write_features(redis, settings, [raw(f"e{i}", amount=600.0) for i in range(6)])
-    response = await api.get("/v1/customers/C1/next-best-actions?channel=web&n=3")
+    async with serve(settings.model_copy(update={"exploration": "none"})) as api:
+        response = await api.get("/v1/customers/C1/next-best-actions?channel=web&n=3")
+        again = (await api.get("/v1/customers/C1/next-best-actions?channel=web&n=3")).json()
     assert response.status_code == 200
     body = response.json()
     assert body["customer_id"] == "C1"
     assert body["channel"] == "web"
     assert body["degraded"] is False
+    assert body["notes"] == []
     assert len(body["decision_id"]) == 32
-    assert "learning not built" in body["policy"]
+    assert body["policy"] == "greedy on online-logistic propensity × value"
+    assert body["model_version"] == 0
     actions = body["actions"]
     assert [item["rank"] for item in actions] == [1, 2, 3]
     scores = [item["score"] for item in actions]
@@ -251,11 +259,40 @@ async def test_next_best_actions_are_ranked_with_a_decision_id(
         assert item["score"] == pytest.approx(
             item["score_parts"]["propensity"] * item["score_parts"]["value"]
         )
+        assert item["probability"] == 1.0
         assert item["reasons"]
     # 6 transactions of 600: the personal loan (txn_amount >= 1000) is eligible and ranks first
     assert actions[0]["action_id"] == "personal_loan"
-    again = (await api.get("/v1/customers/C1/next-best-actions?channel=web&n=3")).json()
     assert again["decision_id"] != body["decision_id"]
+    log = DecisionLog(redis, key_prefix=settings.key_prefix, ttl_seconds=60)
+    logged = await log.fetch("C1", body["decision_id"])
+    assert logged is not None
+    assert [(shown.action_id, shown.rank, shown.probability) for shown in logged.shown] == [
+        (item["action_id"], item["rank"], item["probability"]) for item in actions
+    ]
+    assert logged.ts == body["ts"]
+    assert logged.x["txn_amount"] == pytest.approx(8.19, abs=0.01)  # log1p(3600)
+    assert logged.x["channel_web"] == 1.0
+    ttl = await redis.ttl(log.decision_key("C1", body["decision_id"]))
+    assert 0 < ttl <= settings.decision_ttl_seconds
+
+
+async def test_thompson_sampling_explores_and_logs_each_placements_probability(
+    api: httpx.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    await write_features(redis, settings, [raw(f"e{i}", amount=600.0) for i in range(6)])
+    bodies = [
+        (await api.get("/v1/customers/C1/next-best-actions?channel=web&n=3")).json()
+        for _ in range(30)
+    ]
+    assert {body["policy"] for body in bodies} == {"thompson on online-logistic propensity × value"}
+    for body in bodies:
+        assert [item["rank"] for item in body["actions"]] == [1, 2, 3]
+        for item in body["actions"]:
+            assert 0.0 < item["probability"] <= 1.0
+            assert any("by thompson" in reason for reason in item["reasons"])
+    # cold start: wide priors, so the top action varies between decisions
+    assert len({body["actions"][0]["action_id"] for body in bodies}) > 1
 
 
 async def test_a_new_customer_gets_new_customer_actions(api: httpx.AsyncClient) -> None:
@@ -274,6 +311,7 @@ async def test_next_best_actions_degrade_when_redis_is_down(
     body = response.json()
     assert body["degraded"] is True
     assert "unavailable" in body["notes"][0]
+    assert "not recorded" in body["notes"][1]
     assert [item["rank"] for item in body["actions"]] == [1, 2, 3]
 
 
@@ -282,6 +320,113 @@ async def test_the_profile_is_a_503_when_redis_is_down(
 ) -> None:
     response = await api_without_redis.get("/v1/customers/C1")
     assert response.status_code == 503
+
+
+# --- GET /v1/models ---------------------------------------------------------------------
+
+
+def checkpoints(redis: Redis, settings: Settings, key: bytes | None = None) -> CheckpointStore:
+    signing_key = key if key is not None else settings.require_model_key()
+    return CheckpointStore(redis, key_prefix=settings.key_prefix, signing_key=signing_key)
+
+
+def learned_model(settings: Settings, action_id: str, outcomes: int) -> OnlinePropensity:
+    model = OnlinePropensity(load_catalog(settings.catalog_path).base_rates())
+    for _ in range(outcomes):
+        model.learn_one({"channel_web": 1.0}, action_id, True)
+    return model
+
+
+async def test_models_shows_the_priors_before_any_checkpoint(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    response = await api.get("/v1/models")
+    assert response.status_code == 200
+    body = response.json()
+    propensity = body["propensity"]
+    assert propensity["model"] == "online-logistic"
+    assert propensity["version"] == 0
+    assert propensity["checkpoint_ts"] is None
+    catalog = load_catalog(settings.catalog_path)
+    assert propensity["outcomes_learned"] == {action.id: 0 for action in catalog.actions}
+    assert propensity["refused_checkpoints"] == {"count": 0, "last": None}
+    assert body["exploration"] == {"policy": "thompson", "draws": 256}
+    assert body["attribution"] == {
+        "forwarded": 0,
+        "duplicates": 0,
+        "unknown_decision": 0,
+        "not_shown": 0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("exploration", "expected"),
+    [
+        ({"exploration": "epsilon_greedy", "epsilon": 0.2},
+         {"policy": "epsilon-greedy", "epsilon": 0.2}),
+        ({"exploration": "none"}, {"policy": "greedy"}),
+    ],
+)  # fmt: skip
+async def test_models_shows_the_exploration_settings(
+    settings: Settings, exploration: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    async with serve(settings.model_copy(update=exploration)) as api:
+        assert (await api.get("/v1/models")).json()["exploration"] == expected
+
+
+async def test_a_checkpoint_saved_before_start_serves_at_start(
+    redis: Redis, settings: Settings
+) -> None:
+    await checkpoints(redis, settings).save(
+        learned_model(settings, "travel_insurance", 7), expected_version=0
+    )
+    async with serve(settings) as api:
+        propensity = (await api.get("/v1/models")).json()["propensity"]
+    assert propensity["version"] == 1
+    assert propensity["outcomes_learned"]["travel_insurance"] == 7
+    assert propensity["checkpoint_ts"] is not None
+
+
+async def served(api: httpx.AsyncClient) -> dict[str, Any]:
+    """The `propensity` part of `GET /v1/models`."""
+    propensity: dict[str, Any] = (await api.get("/v1/models")).json()["propensity"]
+    return propensity
+
+
+async def wait_for_version(api: httpx.AsyncClient, version: int) -> dict[str, Any]:
+    async with asyncio.timeout(5):
+        while (body := (await api.get("/v1/models")).json())["propensity"]["version"] < version:
+            await asyncio.sleep(0.05)
+    return body
+
+
+async def test_new_versions_serve_within_5_s_and_a_bad_signature_is_refused(
+    api: httpx.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    store = checkpoints(redis, settings)
+    await store.save(learned_model(settings, "travel_insurance", 5), expected_version=0)
+    body = await wait_for_version(api, 1)
+    assert body["propensity"]["outcomes_learned"]["travel_insurance"] == 5
+    decision = (await api.get("/v1/customers/C1/next-best-actions?channel=web")).json()
+    assert decision["model_version"] == 1
+    # version 2, signed under another key: refused unread; version 1 keeps serving
+    forged = checkpoints(redis, settings, key=b"not the engine's key, 32 bytes..")
+    await forged.save(learned_model(settings, "travel_insurance", 50), expected_version=1)
+    async with asyncio.timeout(5):
+        while not (propensity := await served(api))["refused_checkpoints"]["count"]:
+            await asyncio.sleep(0.05)
+    assert propensity["version"] == 1
+    assert propensity["outcomes_learned"]["travel_insurance"] == 5
+    refused = propensity["refused_checkpoints"]
+    assert refused["count"] == 1
+    assert refused["last"]["version"] == 2
+    assert "signature mismatch" in refused["last"]["reason"]
+    await asyncio.sleep(1.2)  # a refused version is not retried (nor counted) at every poll
+    assert (await served(api))["refused_checkpoints"]["count"] == 1
+    # the engine's own next version is taken again
+    await store.save(learned_model(settings, "travel_insurance", 9), expected_version=2)
+    body = await wait_for_version(api, 3)
+    assert body["propensity"]["outcomes_learned"]["travel_insurance"] == 9
 
 
 # --- GET /healthz ------------------------------------------------------------------------

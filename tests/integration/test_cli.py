@@ -149,3 +149,10 @@ def test_demo_drives_a_simulated_bank_and_reports(tmp_path: Path) -> None:
     applied = report.split("events processed by the worker")[1].split("│")[1]
     assert sent > 0
     assert applied.strip().startswith(f"{sent:,} applied")
+    # every accept and decline of the top action was learned from, day by day
+    answers = report.split("answers to the top action")[1].split("│")[1]
+    counts = dict(reversed(part.split()) for part in answers.split(","))
+    learned = report.split("model learned")[1].split("│")[1]
+    answered = int(counts["accept"].replace(",", "")) + int(counts["decline"].replace(",", ""))
+    assert f": {answered:,} answers learned, 0 with an unknown decision" in learned
+    assert len(report.split("accept rate by day")[1].split("│")[1].split()) == 2

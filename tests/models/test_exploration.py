@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import doctest
 from collections import Counter
 
 import numpy as np
 import pytest
 
-from models.exploration import Choice, EpsilonGreedy, ExplorationPolicy, ThompsonSampling
+import models.exploration
+from models.exploration import Choice, EpsilonGreedy, ExplorationPolicy, Greedy, ThompsonSampling
 from models.online import OnlinePropensity
 from models.propensity import BaseRateModel
 
@@ -177,6 +179,7 @@ def policies() -> list[ExplorationPolicy]:
     return [
         ThompsonSampling(learned_model(), seed=1),
         EpsilonGreedy(learned_model(), epsilon=0.1, seed=1),
+        Greedy(learned_model()),
     ]
 
 
@@ -217,3 +220,31 @@ def test_unknown_actions_are_refused_by_the_model(policy: ExplorationPolicy) -> 
 def test_draws_must_be_positive() -> None:
     with pytest.raises(ValueError, match="draws must be at least 1"):
         ThompsonSampling(learned_model(), draws=0)
+
+
+# -- greedy -----------------------------------------------------------------------------------
+
+
+def test_greedy_ranks_by_propensity_times_value_with_probability_one() -> None:
+    policy = Greedy(learned_model())
+    choices = policy.rank(X, ACTIONS, 4, values=[1.0, 1.0, 10.0, 1.0])
+    scores = [choice.score for choice in choices]
+    assert scores == sorted(scores, reverse=True)
+    assert choices[0].action_id == "c"
+    assert [choice.probability for choice in choices] == [1.0] * 4
+    assert [choice.rank for choice in choices] == [1, 2, 3, 4]
+    assert policy.rank(X, ACTIONS, 4, values=[1.0, 1.0, 10.0, 1.0]) == choices
+    assert policy.probabilities(X, ACTIONS, [1.0, 1.0, 10.0, 1.0]).tolist() == [0, 0, 1, 0]
+
+
+def test_greedy_breaks_ties_by_candidate_order_and_handles_empty_sets() -> None:
+    policy = Greedy(BaseRateModel({"x": 0.1, "y": 0.1}))
+    assert [choice.action_id for choice in policy.rank({}, ["y", "x"], 2)] == ["y", "x"]
+    assert policy.rank({}, [], 3) == []
+    assert policy.probabilities({}, []).shape == (0,)
+
+
+def test_the_module_examples_run() -> None:
+    result = doctest.testmod(models.exploration)
+    assert result.attempted > 0
+    assert result.failed == 0
