@@ -10,7 +10,8 @@ from api.services import Services
 from features.events import IDENTIFIER_PATTERN
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    """The process's services (async: a plain def would cost a thread-pool hop per request)."""
     services: Services = request.app.state.services
     return services
 

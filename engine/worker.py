@@ -25,8 +25,10 @@ import asyncio
 import logging
 import os
 import socket
+import tempfile
 from collections.abc import Awaitable, Callable
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import faust
@@ -75,6 +77,8 @@ def create_app(settings: Settings) -> faust.App:
         settings.worker_id,
         broker=f"kafka://{bootstrap}",
         store="memory://",
+        # Faust creates a data folder even for in-memory tables: keep it out of the cwd
+        datadir=Path(tempfile.gettempdir()) / f"nba-{settings.worker_id}-data",
         web_enabled=False,
         topic_partitions=settings.topic_partitions,
         consumer_auto_offset_reset="earliest",

@@ -1,0 +1,155 @@
+"""How fast one process applies events to the Redis feature store (`RedisFeatureStore.apply`).
+
+Subject: the simulated bank's events (validated beforehand) applied in batches of 500, one
+batch at a time, as a worker applies one Kafka envelope: every registered feature and the
+event-id markers, by whatever means the store uses.
+
+Baseline, in the same run: the same batches applied as ONE trivial EVALSHA per batch doing
+one HINCRBY per event — the ceiling of one round trip per batch from this client to this
+server. The ratio says how much of that ceiling the store reaches.
+
+Besides events/s, each side reports the CPU time per event of this process (the client) and
+of Valkey (the server), which tells who the bottleneck is: on two shared cores, a client
+whose CPU time per event is close to its wall time per event is client-bound.
+
+Run: `python -m benchmarks.ingest_store [--quick]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+
+from redis.asyncio import Redis
+
+from benchmarks.common import (
+    Result,
+    Stopwatch,
+    Target,
+    batches,
+    flush,
+    fresh_servers,
+    isolated_settings,
+    median_of,
+    server_version,
+    simulated_events,
+)
+from engine.settings import Settings
+from features.events import Event, iter_customer_groups
+from features.registry import FEATURES, updates_for
+from features.store import RedisFeatureStore
+
+NAME = "ingest_store"
+BATCH_SIZE = 500
+TARGET_EVENTS_PER_S = 50_000  # named by the benchmarks issue, for the full feature set
+#: (customers, events, repeats)
+FULL = (20_000, 200_000, 5)
+QUICK = (10_000, 50_000, 3)
+
+_BASELINE_SCRIPT = """
+for i = 1, #KEYS do
+  redis.call('HINCRBY', KEYS[i], 'n', 1)
+end
+return #KEYS
+"""
+
+
+def run(quick: bool = False) -> Result:
+    """Measure store and baseline throughput; return the result (not yet written)."""
+    customers, count, repeats = QUICK if quick else FULL
+    events = simulated_events(customers, limit=count)
+    event_batches = batches(events, BATCH_SIZE)
+    with fresh_servers(kafka=False) as services:
+        settings = isolated_settings(services)
+        print(
+            f"{NAME}: {len(events):,} events of {customers:,} customers, "
+            f"batches of {BATCH_SIZE}, {repeats} repeats",
+            flush=True,
+        )
+        figures = median_of(repeats, lambda: asyncio.run(_one_repeat(settings, event_batches)))
+        valkey_version = asyncio.run(server_version(settings))
+    updates = [len(updates_for(event)) for event in events]
+    customers_per_batch = [len(list(iter_customer_groups(batch))) for batch in event_batches]
+    store_rate = figures["store_events_per_s"].median
+    wall_us = 1e6 / store_rate
+    client_us = figures["store_client_cpu_us_per_event"].median
+    server_us = figures["store_server_cpu_us_per_event"].median
+    return Result(
+        name=NAME,
+        parameters={
+            "quick": quick,
+            "events": len(events),
+            "customers": customers,
+            "batch_size": BATCH_SIZE,
+            "batches_in_flight": 1,
+            "repeats": repeats,
+            "registry_features": len(FEATURES),
+            "field_updates_per_event_mean": statistics.fmean(updates),
+            "customers_per_batch_mean": statistics.fmean(customers_per_batch),
+            "event_loop": "asyncio (as in the Faust worker)",
+            "valkey_version": valkey_version,
+        },
+        figures=figures,
+        subject="store_events_per_s",
+        baseline="baseline_events_per_s",
+        targets=[Target("store_events_per_s", at_least=TARGET_EVENTS_PER_S)],
+        notes=[
+            "baseline: one EVALSHA per batch doing one HINCRBY per event (ceiling of one "
+            "round trip per batch); subject: RedisFeatureStore.apply, one batch at a time",
+            f"store: {wall_us:.1f} µs wall per event, of which this process used "
+            f"{client_us:.1f} µs CPU and Valkey {server_us:.1f} µs CPU (2 shared cores)",
+        ],
+    )
+
+
+async def _one_repeat(settings: Settings, event_batches: list[list[Event]]) -> dict[str, float]:
+    """Apply every batch once through the baseline script and once through the store."""
+    redis = Redis.from_url(str(settings.redis_url))
+    try:
+        await flush(redis)
+        count = sum(len(batch) for batch in event_batches)
+        stopwatch = Stopwatch(redis)
+        baseline = redis.register_script(_BASELINE_SCRIPT)
+        await baseline(keys=["warm-up"])  # load the script outside the timed section
+        await stopwatch.start()
+        for batch in event_batches:
+            keys = [f"{settings.key_prefix}base:{{{event.customer_id}}}:f" for event in batch]
+            await baseline(keys=keys)
+        base_wall, base_client, base_server = await stopwatch.stop()
+
+        await flush(redis)
+        store = RedisFeatureStore(
+            redis, key_prefix=settings.key_prefix, dedup_ttl_seconds=settings.dedup_ttl_seconds
+        )
+        await store.apply(event_batches[0][:1])  # load the script outside the timed section
+        await flush(redis)
+        applied = 0
+        await stopwatch.start()
+        for batch in event_batches:
+            applied += (await store.apply(batch)).applied
+        wall, client, server = await stopwatch.stop()
+        if applied != count:
+            raise AssertionError(f"the store applied {applied} of {count} events")
+        return {
+            "store_events_per_s": count / wall,
+            "baseline_events_per_s": count / base_wall,
+            "store_client_cpu_us_per_event": client / count * 1e6,
+            "store_server_cpu_us_per_event": server / count * 1e6,
+            "baseline_client_cpu_us_per_event": base_client / count * 1e6,
+            "baseline_server_cpu_us_per_event": base_server / count * 1e6,
+        }
+    finally:
+        await redis.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
+    result = run(quick=parser.parse_args().quick)
+    result.print()
+    print(f"wrote {result.write()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""The benchmarks' pure helpers: medians of repeats, percentiles, result files, machine facts.
+
+Fast and server-free: the benchmarks themselves are run with `python -m benchmarks.run`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from benchmarks.common import (
+    BenchmarkError,
+    Result,
+    Series,
+    Target,
+    batches,
+    format_figure,
+    machine_description,
+    median_of,
+    percentiles,
+    simulated_events,
+    source_digest,
+)
+
+
+def test_median_of_collects_each_figure_over_the_repeats(capsys: pytest.CaptureFixture) -> None:
+    repeats = iter([{"a": 3.0, "b": 10.0}, {"a": 1.0, "b": 30.0}, {"a": 2.0, "b": 20.0}])
+    figures = median_of(3, lambda: next(repeats))
+    assert figures == {"a": Series((3.0, 1.0, 2.0)), "b": Series((10.0, 30.0, 20.0))}
+    assert figures["a"].median == 2.0
+    assert figures["b"].median == 20.0
+    assert "repeat 3/3" in capsys.readouterr().out
+
+
+def test_median_of_an_even_number_of_repeats_is_the_mean_of_the_middle_two() -> None:
+    assert Series((4.0, 1.0, 3.0, 2.0)).median == 2.5
+
+
+def test_median_of_refuses_no_repeats_and_repeats_reporting_different_figures() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        median_of(0, lambda: {"a": 1.0})
+    repeats = iter([{"a": 1.0}, {"b": 2.0}])
+    with pytest.raises(BenchmarkError, match="same figures"):
+        median_of(2, lambda: next(repeats))
+
+
+def test_percentiles_interpolate_between_samples() -> None:
+    values = [float(value) for value in range(1, 101)]  # 1..100
+    p50, p99 = percentiles(values, 50, 99)
+    assert p50 == pytest.approx(50.5)
+    assert p99 == pytest.approx(99.01)
+    with pytest.raises(ValueError, match="two values"):
+        percentiles([1.0], 50)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(0.0, "0"), (0.0123, "0.0123"), (1.5, "1.50"), (42.123, "42.1"), (123456.7, "123,457")],
+)
+def test_format_figure_keeps_three_significant_digits_below_100(value: float, text: str) -> None:
+    assert format_figure(value) == text
+
+
+def test_target_bounds() -> None:
+    at_least = Target("events_per_s", at_least=50_000)
+    assert at_least.met(50_000)
+    assert not at_least.met(49_999)
+    assert at_least.describe() == "events_per_s >= 50,000"
+    at_most = Target("bytes", at_most=1536)
+    assert at_most.met(1536)
+    assert not at_most.met(1537)
+    assert at_most.describe() == "bytes <= 1,536"
+
+
+def make_result() -> Result:
+    return Result(
+        name="example",
+        parameters={"events": 1000, "quick": True},
+        figures={
+            "subject_events_per_s": Series((8.0, 10.0, 9.0)),
+            "baseline_events_per_s": Series((40.0, 36.0, 30.0)),
+        },
+        subject="subject_events_per_s",
+        baseline="baseline_events_per_s",
+        targets=[Target("subject_events_per_s", at_least=5.0)],
+        notes=["a note"],
+    )
+
+
+def test_result_document_has_figures_medians_baseline_ratio_and_machine() -> None:
+    moment = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    document = make_result().to_dict({"cpu_model": "test"}, moment)
+    assert document == {
+        "name": "example",
+        "timestamp": "2026-03-02T12:00:00+00:00",
+        "parameters": {"events": 1000, "quick": True},
+        "figures": {
+            "subject_events_per_s": {"repeats": [8.0, 10.0, 9.0], "median": 9.0},
+            "baseline_events_per_s": {"repeats": [40.0, 36.0, 30.0], "median": 36.0},
+        },
+        "subject": {"figure": "subject_events_per_s", "median": 9.0},
+        "baseline": {"figure": "baseline_events_per_s", "median": 36.0},
+        "ratio": 0.25,
+        "targets": [
+            {
+                "figure": "subject_events_per_s",
+                "at_least": 5.0,
+                "at_most": None,
+                "median": 9.0,
+                "met": True,
+            }
+        ],
+        "notes": ["a note"],
+        "machine": {"cpu_model": "test"},
+    }
+
+
+def test_result_writes_its_json_file_with_the_machine_description(tmp_path: Path) -> None:
+    path = make_result().write(tmp_path)
+    assert path == tmp_path / "example.json"
+    assert [p.name for p in tmp_path.iterdir()] == ["example.json"]  # no temporary left
+    document = orjson.loads(path.read_bytes())
+    assert document["ratio"] == 0.25
+    assert set(document["machine"]) >= {"cpu_model", "cores", "memory_mib", "os", "python"}
+    datetime.fromisoformat(document["timestamp"])
+
+
+def test_machine_description_names_cpu_memory_os_python_packages_and_revision() -> None:
+    machine = machine_description()
+    assert set(machine) == {
+        "cpu_model",
+        "cores",
+        "cores_usable",
+        "memory_mib",
+        "os",
+        "kernel",
+        "python",
+        "packages",
+        "git",
+        "load_average",
+    }
+    assert machine["cpu_model"]
+    assert machine["cores"] >= 1
+    assert 1 <= machine["cores_usable"] <= machine["cores"]
+    assert machine["memory_mib"] > 0
+    assert machine["python"].startswith("CPython 3.")
+    assert machine["packages"]["faust-streaming"]
+    assert machine["packages"]["redis"]
+    assert set(machine["git"]) == {"revision", "dirty", "source_sha256"}
+    assert len(machine["git"]["source_sha256"]) == 64
+    assert machine["git"]["source_sha256"] == source_digest()  # same code, same digest
+    assert len(machine["load_average"]) == 3
+    orjson.dumps(machine)  # JSON-ready as it is
+
+
+def test_simulated_events_are_the_first_limit_or_whole_days_in_time_order() -> None:
+    first = simulated_events(50, limit=200)
+    assert len(first) == 200  # more than the ~150 events of one day of 50 customers
+    two_days = simulated_events(50, days=2)
+    assert [event.event_id for event in two_days[:200]] == [event.event_id for event in first]
+    times = [event.ts for event in two_days]
+    assert times == sorted(times)
+    with pytest.raises(ValueError, match="either days or limit"):
+        simulated_events(50)
+    with pytest.raises(ValueError, match="either days or limit"):
+        simulated_events(50, days=1, limit=10)
+
+
+def test_batches_are_consecutive_slices() -> None:
+    assert batches(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5], [6]]
