@@ -8,6 +8,7 @@ measurement itself.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import importlib.metadata
@@ -15,7 +16,6 @@ import math
 import os
 import platform
 import secrets
-import signal
 import statistics
 import subprocess
 import sys
@@ -31,7 +31,7 @@ import orjson
 from redis.asyncio import Redis
 
 from actions.catalog import load_catalog
-from engine.embedded import EmbeddedServices, die_with_parent_hook
+from engine.embedded import EmbeddedServices, die_with_parent_hook, stop_process_group
 from engine.settings import DEFAULT_CATALOG, Settings
 from engine.simulator import SimulatedBank
 from features.events import Event
@@ -352,15 +352,7 @@ def engine_process(
     try:
         yield process
     finally:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_process_group(process, STOP_TIMEOUT_S)
 
 
 def ensure_running(process: subprocess.Popen[bytes], log_path: Path) -> None:
@@ -454,3 +446,12 @@ def simulated_events(
 def batches(events: list[Event], size: int) -> list[list[Event]]:
     """Consecutive slices of `size` events (the last may be shorter)."""
     return [events[start : start + size] for start in range(0, len(events), size)]
+
+
+def benchmark_main(run: Callable[[bool], Result], description: str) -> None:
+    """The command line of one benchmark module: `python -m benchmarks.<name> [--quick]`."""
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
+    result = run(parser.parse_args().quick)
+    result.print()
+    print(f"wrote {result.write()}")

@@ -29,7 +29,6 @@ Run: `python -m benchmarks.decision_latency [--quick]`.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import random
 import subprocess
@@ -52,6 +51,7 @@ from benchmarks.common import (
     BenchmarkError,
     Result,
     batches,
+    benchmark_main,
     engine_process,
     ensure_running,
     fresh_servers,
@@ -384,11 +384,7 @@ async def _http_concurrent(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, shorter runs")
-    result = run(quick=parser.parse_args().quick)
-    result.print()
-    print(f"wrote {result.write()}")
+    benchmark_main(run, __doc__ or NAME)
 
 
 if __name__ == "__main__":

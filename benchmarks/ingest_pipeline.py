@@ -18,7 +18,6 @@ Run: `python -m benchmarks.ingest_pipeline [--quick]`.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import tempfile
 import time
@@ -33,6 +32,7 @@ from benchmarks.common import (
     Result,
     Target,
     batches,
+    benchmark_main,
     engine_process,
     ensure_running,
     flush,
@@ -229,11 +229,7 @@ def _drain_timeout(count: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes")
-    result = run(quick=parser.parse_args().quick)
-    result.print()
-    print(f"wrote {result.write()}")
+    benchmark_main(run, __doc__ or NAME)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ Run: `python -m benchmarks.ingest_store [--quick]`.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 
@@ -28,6 +27,7 @@ from benchmarks.common import (
     Stopwatch,
     Target,
     batches,
+    benchmark_main,
     flush,
     fresh_servers,
     isolated_settings,
@@ -144,11 +144,7 @@ async def _one_repeat(settings: Settings, event_batches: list[list[Event]]) -> d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
-    result = run(quick=parser.parse_args().quick)
-    result.print()
-    print(f"wrote {result.write()}")
+    benchmark_main(run, __doc__ or NAME)
 
 
 if __name__ == "__main__":

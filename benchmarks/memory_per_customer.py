@@ -19,7 +19,6 @@ Run: `python -m benchmarks.memory_per_customer [--quick]`.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import random
 import statistics
@@ -30,6 +29,7 @@ from benchmarks.common import (
     Result,
     Target,
     batches,
+    benchmark_main,
     flush,
     fresh_servers,
     isolated_settings,
@@ -159,11 +159,7 @@ async def _used_memory(redis: Redis) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer customers and days")
-    result = run(quick=parser.parse_args().quick)
-    result.print()
-    print(f"wrote {result.write()}")
+    benchmark_main(run, __doc__ or NAME)
 
 
 if __name__ == "__main__":

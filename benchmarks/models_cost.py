@@ -22,14 +22,13 @@ Run: `python -m benchmarks.models_cost [--quick]`.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Callable
 
 import numpy as np
 
-from benchmarks.common import Result, Target, median_of
+from benchmarks.common import Result, Target, benchmark_main, median_of
 from features.events import Channel
 from features.registry import FEATURES, Op
 from models import persistence
@@ -174,11 +173,7 @@ def run(quick: bool = False) -> Result:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer calls and outcomes")
-    result = run(quick=parser.parse_args().quick)
-    result.print()
-    print(f"  wrote {result.write()}")
+    benchmark_main(run, __doc__ or NAME)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ die with the supervisor, so no process outlives it, however it ends.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 import signal
@@ -27,7 +26,12 @@ from typing import IO, Self
 import httpx
 from pydantic import SecretStr
 
-from engine.embedded import EmbeddedServices, die_with_parent_hook, free_port
+from engine.embedded import (
+    EmbeddedServices,
+    die_with_parent_hook,
+    free_port,
+    stop_process_group,
+)
 from engine.settings import Settings
 from engine.topics import ensure_topics
 
@@ -56,15 +60,7 @@ class Child:
 
     def stop(self) -> None:
         """SIGTERM its process group; SIGKILL if it has not exited in time."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_process_group(self.process, STOP_TIMEOUT_S)
 
 
 @dataclass
