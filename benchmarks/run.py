@@ -26,6 +26,7 @@ from benchmarks import (
     models_cost,
 )
 from benchmarks.common import Result, format_figure, source_digest
+from benchmarks.readme import README, update_readme
 
 #: In the order they run: the store alone, the whole stream, decisions, then memory.
 BENCHMARKS: dict[str, ModuleType] = {
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  wrote {result.write()}")
         rows.append((name, result, time.perf_counter() - started))
     console.print(summary_table(rows, quick=args.quick))
+    if update_readme():
+        print(f"  updated the performance table in {README}")
     return 0 if all(result is not None for _, result, _ in rows) else 1
 
 
