@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 
 from actions.decide import decide
 from api.deps import CustomerId, ServicesDep
+from api.responses import OrjsonResponse
 from features.events import Channel
 from features.registry import FEATURES, default_features
 
@@ -17,7 +18,7 @@ router = APIRouter(prefix="/v1/customers", tags=["customers"])
 
 
 @router.get("/{customer_id}")
-async def get_customer(customer_id: CustomerId, services: ServicesDep) -> dict[str, Any]:
+async def get_customer(customer_id: CustomerId, services: ServicesDep) -> OrjsonResponse:
     """The customer's features: flat by name, and grouped by family with descriptions."""
     features = await services.store.read(customer_id)
     if features is None:
@@ -31,7 +32,7 @@ async def get_customer(customer_id: CustomerId, services: ServicesDep) -> dict[s
                 "description": feature.description,
             }
         )
-    return {"customer_id": customer_id, "features": features, "families": families}
+    return OrjsonResponse({"customer_id": customer_id, "features": features, "families": families})
 
 
 @router.get("/{customer_id}/next-best-actions")
@@ -40,7 +41,7 @@ async def get_next_best_actions(
     services: ServicesDep,
     channel: Annotated[Channel, Query(description="where the actions will be shown")],
     n: Annotated[int, Query(ge=1, le=20, description="how many actions to return")] = 3,
-) -> dict[str, Any]:
+) -> OrjsonResponse:
     """The top `n` actions for this customer on `channel`, with scores and reasons.
 
     The decision is recorded before it is answered (one more Redis call), so that the
@@ -75,4 +76,4 @@ async def get_next_best_actions(
             await services.decision_log.record(decision)
         except RedisError as error:
             answer["notes"].append(f"not recorded ({error}): its answer will not be learned from")
-    return answer
+    return OrjsonResponse(answer)  # rendered by orjson directly, skipping FastAPI's encoder
