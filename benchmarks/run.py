@@ -24,6 +24,7 @@ from benchmarks import (
     ingest_store,
     memory_per_customer,
     models_cost,
+    store_anatomy,
 )
 from benchmarks.common import Result, format_figure, source_digest
 from benchmarks.readme import README, update_readme
@@ -32,7 +33,12 @@ from benchmarks.readme import README, update_readme
 BENCHMARKS: dict[str, ModuleType] = {
     module.NAME: module
     for module in (
-        ingest_store, ingest_pipeline, decision_latency, memory_per_customer, models_cost
+        ingest_store,
+        ingest_pipeline,
+        decision_latency,
+        memory_per_customer,
+        models_cost,
+        store_anatomy,
     )
 }
 CHANGED_SOURCES = (
