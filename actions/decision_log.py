@@ -38,6 +38,7 @@ from redis.asyncio import Redis
 
 from actions.decide import Decision
 from features.events import Event, EventType
+from features.redis_text import as_text
 from models.learning import Outcome
 
 #: The answers learned from, and their rewards.
@@ -234,8 +235,4 @@ class DecisionLog:
     async def counts(self) -> OutcomeCounts:
         """What attribution has done so far, over every worker."""
         stored = await self._redis.hgetall(self._counts_key)
-        return OutcomeCounts(**{_text(key): int(value) for key, value in stored.items()})
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+        return OutcomeCounts(**{as_text(key): int(value) for key, value in stored.items()})

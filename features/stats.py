@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import orjson
 from redis.asyncio import Redis
 
+from features.redis_text import as_text
+
 #: A worker whose last heartbeat is older than this is reported as gone.
 HEARTBEAT_STALE_AFTER_S = 15.0
 
@@ -55,7 +57,7 @@ class IngestStats:
 
     async def read(self) -> IngestCounts:
         stored = await self._redis.hgetall(self._counts_key)
-        return IngestCounts(**{_text(key): int(value) for key, value in stored.items()})
+        return IngestCounts(**{as_text(key): int(value) for key, value in stored.items()})
 
     async def heartbeat(self, worker: str, partitions: list[int]) -> None:
         """Record that `worker` is alive and owns `partitions`."""
@@ -73,9 +75,5 @@ class IngestStats:
         for name, raw in sorted((await self._redis.hgetall(self._workers_key)).items()):
             status = orjson.loads(raw)
             if now - status["heartbeat_ts"] <= HEARTBEAT_STALE_AFTER_S:
-                workers.append(WorkerStatus(name=_text(name), **status))
+                workers.append(WorkerStatus(name=as_text(name), **status))
         return workers
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from features.events import Event, iter_customer_groups
+from features.redis_text import as_text
 from features.registry import AMOUNT_SCALE, FEATURES, FeatureDef, Op, Source, decode_features
 
 _LUA_SAFE = re.compile(r"[a-z0-9_]+")
@@ -163,9 +164,5 @@ class RedisFeatureStore:
         if not stored:
             return None
         return decode_features(
-            {_text(field): _text(value) for field, value in stored.items()}
+            {as_text(field): as_text(value) for field, value in stored.items()}
         )
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -132,6 +132,26 @@ def _values(values: Sequence[float] | None, count: int) -> np.ndarray:
     return array
 
 
+def _choices(
+    action_ids: Sequence[str],
+    order: np.ndarray,
+    propensity: np.ndarray,
+    score: np.ndarray,
+    probability: np.ndarray,
+) -> list[Choice]:
+    """The ranking `order` (candidate indices) as Choices; `probability` is per position."""
+    return [
+        Choice(
+            action_id=action_ids[index],
+            rank=position + 1,
+            propensity=float(propensity[index]),
+            score=float(score[index]),
+            probability=float(probability[position]),
+        )
+        for position, index in enumerate(order.tolist())
+    ]
+
+
 def _check_n(n: int) -> None:
     if n < 0:
         raise ValueError(f"n must be zero or positive, got {n}")
@@ -164,16 +184,7 @@ class Greedy:
         propensity = np.asarray(self.model.score(x, action_ids), dtype=float)
         score = propensity * value
         order = np.argsort(-score, kind="stable")[:n]
-        return [
-            Choice(
-                action_id=action_ids[index],
-                rank=position + 1,
-                propensity=float(propensity[index]),
-                score=float(score[index]),
-                probability=1.0,
-            )
-            for position, index in enumerate(order.tolist())
-        ]
+        return _choices(action_ids, order, propensity, score, np.ones(len(order)))
 
     def probabilities(
         self,
@@ -228,16 +239,8 @@ class EpsilonGreedy:
         explore = self._rng.random() < self.epsilon
         order = self._rng.permutation(count)[:n] if explore else greedy[:n]
         uniform = self.epsilon / count if count else 0.0
-        return [
-            Choice(
-                action_id=action_ids[index],
-                rank=position + 1,
-                propensity=float(propensity[index]),
-                score=float(propensity[index] * value[index]),
-                probability=(1.0 - self.epsilon) * float(index == greedy[position]) + uniform,
-            )
-            for position, index in enumerate(order.tolist())
-        ]
+        probability = (1.0 - self.epsilon) * (order == greedy[:n]) + uniform
+        return _choices(action_ids, order, propensity, propensity * value, probability)
 
     def probabilities(
         self,
@@ -317,16 +320,7 @@ class ThompsonSampling:
         top = _top(samples, n)
         chosen = top[0]
         probability = (top == chosen).mean(axis=0)
-        return [
-            Choice(
-                action_id=action_ids[index],
-                rank=position + 1,
-                propensity=float(propensity[index]),
-                score=float(samples[0, index]),
-                probability=float(probability[position]),
-            )
-            for position, index in enumerate(chosen.tolist())
-        ]
+        return _choices(action_ids, chosen, propensity, samples[0], probability)
 
     def probabilities(
         self,
