@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from features.events import IDENTIFIER_PATTERN, Channel
-from features.registry import default_features
+from features.reading import default_features
 
 
 class ActionKind(StrEnum):
@@ -109,7 +109,7 @@ class Catalog:
         return {action.id: action.spec.base_rate for action in self.actions}
 
 
-def rule_context(features: Mapping[str, float | int], channel: Channel) -> cel.Context:
+def rule_context(features: Mapping[str, float | int | str], channel: Channel) -> cel.Context:
     """The variables a rule sees: every feature by name, plus `channel`."""
     return cel.Context(variables={**features, "channel": channel.value})
 

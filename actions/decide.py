@@ -82,7 +82,7 @@ def decide(
     *,
     customer_id: str,
     channel: Channel,
-    features: Mapping[str, float | int],
+    features: Mapping[str, float | int | str],
     catalog: Catalog,
     policy: ExplorationPolicy,
     n: int,

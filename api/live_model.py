@@ -6,6 +6,9 @@ call) and, when it moved, loads the new checkpoint and swaps it in with its expl
 policy in one assignment: a request reads `current` once and decides with one consistent
 (model, policy, version). A checkpoint whose signature does not match the key is refused
 before it is unpickled; it is logged and counted, and the previous model keeps serving.
+
+Each version comes with the learner's figures saved beside it (progressive validation,
+drift alerts; `models.checkpoints`), so every replica serving a version shows the same.
 """
 
 from __future__ import annotations
@@ -19,7 +22,13 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from models.checkpoints import Checkpoint, CheckpointRefusedError, CheckpointStore, with_priors
+from models.checkpoints import (
+    Checkpoint,
+    CheckpointRefusedError,
+    CheckpointStore,
+    LearnerState,
+    with_priors,
+)
 from models.exploration import ExplorationPolicy
 from models.online import OnlinePropensity
 
@@ -33,13 +42,15 @@ PolicyFactory = Callable[[OnlinePropensity], ExplorationPolicy]
 
 @dataclass(frozen=True, slots=True)
 class ServingModel:
-    """One model version with the policy that ranks with it; replaced whole, never in part."""
+    """One model version with the policy that ranks with it and the learner's figures for
+    it; replaced whole, never in part."""
 
     version: int
     checkpoint_ts: float | None
     loaded_ts: float
     model: OnlinePropensity
     policy: ExplorationPolicy
+    report: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +71,12 @@ class LiveModel:
         self._store = store
         self._priors = dict(priors)
         self._make_policy = make_policy
-        priors_only = Checkpoint(version=0, saved_ts=None, model=OnlinePropensity(self._priors))
+        priors_only = Checkpoint(
+            version=0,
+            saved_ts=None,
+            model=OnlinePropensity(self._priors),
+            report=LearnerState().report(self._priors),
+        )
         self.current = self._serve(priors_only)
         self.refused = 0
         self.last_refusal: Refusal | None = None
@@ -73,6 +89,7 @@ class LiveModel:
             loaded_ts=time.time(),
             model=model,
             policy=self._make_policy(model),
+            report=checkpoint.report,
         )
 
     async def refresh(self) -> None:
@@ -114,7 +131,8 @@ class LiveModel:
             await asyncio.sleep(interval_s)
 
     def describe(self) -> dict[str, Any]:
-        """The serving model for `GET /v1/models`: name, version, times, outcomes, refusals."""
+        """The serving model for `GET /v1/models`: name, version, times, outcomes, the
+        learner's progressive validation and drift figures for this version, refusals."""
         serving = self.current
         model = serving.model
         return {
@@ -123,6 +141,8 @@ class LiveModel:
             "checkpoint_ts": serving.checkpoint_ts,
             "loaded_ts": serving.loaded_ts,
             "outcomes_learned": {action: model.outcomes(action) for action in model.actions},
+            "validation": serving.report["validation"],
+            "drift": serving.report["drift"],
             "refused_checkpoints": {
                 "count": self.refused,
                 "last": None

@@ -18,10 +18,12 @@ from actions.decision_log import DecisionLog
 from api.live_model import LiveModel
 from engine.settings import Settings
 from features.publisher import EventPublisher
+from features.state import FeatureFold
 from features.stats import IngestStats
 from features.store import RedisFeatureStore
 from models.checkpoints import CheckpointStore
 from models.exploration import EpsilonGreedy, ExplorationPolicy, Greedy, ThompsonSampling
+from models.offpolicy import BanditLog
 from models.online import OnlinePropensity
 
 REDIS_TIMEOUT_S = 1.0
@@ -40,6 +42,7 @@ class Services:
     catalog: Catalog
     decision_log: DecisionLog
     live_model: LiveModel
+    bandit_log: BanditLog
 
 
 def make_policy(settings: Settings, model: OnlinePropensity) -> ExplorationPolicy:
@@ -91,17 +94,22 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             redis=redis,
             producer=producer,
             store=RedisFeatureStore(
-                redis,
-                key_prefix=settings.key_prefix,
-                dedup_ttl_seconds=settings.dedup_ttl_seconds,
+                redis, FeatureFold(settings.feature_config()), key_prefix=settings.key_prefix
             ),
             publisher=EventPublisher(producer, settings.events_topic),
             ingest_stats=IngestStats(redis, key_prefix=settings.key_prefix),
             catalog=catalog,
             decision_log=DecisionLog(
-                redis, key_prefix=settings.key_prefix, ttl_seconds=settings.decision_ttl_seconds
+                redis,
+                key_prefix=settings.key_prefix,
+                ttl_seconds=settings.decision_ttl_seconds,
+                no_answer_window_s=settings.no_answer_window_s,
+                no_answer_mode=settings.no_answer_mode,
             ),
             live_model=live_model,
+            bandit_log=BanditLog(
+                redis, key_prefix=settings.key_prefix, size=settings.offpolicy_log_size
+            ),
         )
     finally:
         follower.cancel()

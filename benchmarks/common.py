@@ -228,6 +228,8 @@ class Result:
 
     Figure names carry their unit (`..._events_per_s`, `..._p99_us`, `..._bytes_per_customer`).
     `ratio` is the subject's median over the baseline's median from the same run.
+    `series` holds optional time series (e.g. a figure at every x of a run) for plots; it is
+    written as given (so it must be JSON-ready), and only when there is one.
     """
 
     name: str
@@ -237,6 +239,7 @@ class Result:
     baseline: str
     targets: list[Target] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    series: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -244,7 +247,7 @@ class Result:
 
     def to_dict(self, machine: Mapping[str, Any], timestamp: datetime) -> dict[str, Any]:
         """The JSON document of this result."""
-        return {
+        document: dict[str, Any] = {
             "name": self.name,
             "timestamp": timestamp.isoformat(timespec="seconds"),
             "parameters": self.parameters,
@@ -268,6 +271,7 @@ class Result:
             "notes": self.notes,
             "machine": dict(machine),
         }
+        return document | ({"series": self.series} if self.series else {})
 
     def write(self, directory: Path = RESULTS_DIR) -> Path:
         """Write `<directory>/<name>.json` (atomically: a reader never sees half a file)."""

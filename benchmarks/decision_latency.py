@@ -66,7 +66,8 @@ from engine.embedded import free_port
 from engine.settings import Settings
 from engine.topics import ensure_topics
 from features.events import Channel, Event
-from features.registry import default_features
+from features.reading import default_features
+from features.state import FeatureFold
 from features.store import RedisFeatureStore
 
 NAME = "decision_latency"
@@ -156,7 +157,7 @@ async def _load(settings: Settings, events: list[Event]) -> None:
     redis = Redis.from_url(str(settings.redis_url))
     try:
         store = RedisFeatureStore(
-            redis, key_prefix=settings.key_prefix, dedup_ttl_seconds=settings.dedup_ttl_seconds
+            redis, FeatureFold(settings.feature_config()), key_prefix=settings.key_prefix
         )
         for batch in batches(events, 500):
             await store.apply(batch)

@@ -49,6 +49,7 @@ from engine.settings import Settings
 from engine.topics import ensure_topics
 from features.events import Event, decode_message
 from features.publisher import EventPublisher
+from features.state import FeatureFold
 from features.stats import IngestCounts, IngestStats
 from features.store import RedisFeatureStore
 
@@ -149,9 +150,7 @@ async def _publish(settings: Settings, events: list[Event]) -> int:
 async def _drain_in_process(settings: Settings, redis: Redis, count: int) -> float:
     """Events/s of the worker's per-message work in a plain aiokafka loop, first to last."""
     prefix = f"{settings.key_prefix}base:"
-    store = RedisFeatureStore(
-        redis, key_prefix=prefix, dedup_ttl_seconds=settings.dedup_ttl_seconds
-    )
+    store = RedisFeatureStore(redis, FeatureFold(settings.feature_config()), key_prefix=prefix)
     stats = IngestStats(redis, key_prefix=prefix)
     consumer = AIOKafkaConsumer(
         settings.events_topic,

@@ -30,7 +30,7 @@ import numpy as np
 
 from benchmarks.common import Result, Target, benchmark_main, median_of
 from features.events import Channel
-from features.registry import FEATURES, Op
+from features.reading import default_features
 from models import persistence
 from models.exploration import EpsilonGreedy, ThompsonSampling
 from models.features_vector import vectorise
@@ -52,18 +52,28 @@ def _customers(rng: np.random.Generator, count: int) -> list[dict[str, float]]:
     """Learner inputs of `count` customers with plausible raw values for every feature."""
     customers = []
     for _ in range(count):
-        raw: dict[str, float] = {}
-        for feature in FEATURES:
-            if feature.op is Op.ADD and feature.integer:  # a count
-                raw[feature.name] = float(rng.poisson(20))
-            elif feature.op is Op.ADD:  # an amount
-                raw[feature.name] = float(rng.lognormal(7.0, 1.5))
-            else:  # a time, never for some customers
-                never = rng.random() < 0.3
-                raw[feature.name] = 0.0 if never else NOW - float(rng.exponential(30 * 86_400))
+        raw = _raw_features(rng)
         channel = Channel(rng.choice([channel.value for channel in Channel]))
         customers.append(vectorise(raw, now=NOW, channel=channel))
     return customers
+
+
+def _raw_features(rng: np.random.Generator) -> dict[str, float | int | str]:
+    """Plausible values for every feature, by its naming convention (categories: default)."""
+    raw: dict[str, float | int | str] = {}
+    for name, default in default_features().items():
+        if isinstance(default, str):
+            raw[name] = default
+        elif name.endswith("_ts"):  # a time, never for some customers
+            never = rng.random() < 0.3
+            raw[name] = 0 if never else int(NOW - rng.exponential(30 * 86_400))
+        elif name.endswith("_count"):
+            raw[name] = int(rng.poisson(20))
+        elif name.endswith("_amount"):
+            raw[name] = float(rng.lognormal(7.0, 1.5))
+        else:
+            raw[name] = float(rng.uniform(0.0, 5.0))
+    return raw
 
 
 def _median_us(calls: int, fn: Callable[[int], object]) -> float:
@@ -96,7 +106,7 @@ def run(quick: bool = False) -> Result:
     thompson = ThompsonSampling(model, seed=1)
     greedy = EpsilonGreedy(model, epsilon=0.1, seed=1)
     typical = action_ids[:TYPICAL_CANDIDATES]
-    raw = {feature.name: 12.0 if feature.op is Op.ADD else NOW - 86_400.0 for feature in FEATURES}
+    raw = _raw_features(rng)
     print(
         f"{NAME}: {ACTIONS} actions, {len(customers[0])} learner inputs per customer, "
         f"{calls} calls per figure, {outcomes:,} outcomes learned, {repeats} repeats",

@@ -3,7 +3,8 @@
 `python -m benchmarks.run [--quick] [names...]`: all benchmarks when no name is given.
 `--quick` scales sizes down (the whole run takes a few minutes); the full run takes well
 under twenty. A benchmark that fails is reported and the others still run; the exit status
-is then 1.
+is then 1. Afterwards the README's performance table and `benchmarks/REPORT.md` (with its
+plots) are rendered again from every stored result.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from benchmarks import (
     ingest_store,
     memory_per_customer,
     models_cost,
-    store_anatomy,
 )
 from benchmarks.common import Result, format_figure, source_digest
 from benchmarks.readme import README, update_readme
+from benchmarks.report import BENCH_EXTRA_HINT, write_report
 
 #: In the order they run: the store alone, the whole stream, decisions, then memory.
 BENCHMARKS: dict[str, ModuleType] = {
@@ -38,7 +39,6 @@ BENCHMARKS: dict[str, ModuleType] = {
         decision_latency,
         memory_per_customer,
         models_cost,
-        store_anatomy,
     )
 }
 CHANGED_SOURCES = (
@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     console.print(summary_table(rows, quick=args.quick))
     if update_readme():
         print(f"  updated the performance table in {README}")
+    report = write_report()
+    plots = BENCH_EXTRA_HINT if report.plots is None else f"{len(report.plots)} plots"
+    print(f"  wrote {report.report} ({plots})")
     return 0 if all(result is not None for _, result, _ in rows) else 1
 
 

@@ -38,7 +38,6 @@ DECISION_CHANNELS = {
     "sms": 0.05,
     "atm": 0.05,
 }
-SIMULATION_START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
 ANSWERS = ("accept", "decline", "ignore")
 EVENTS_PER_REQUEST = 2000
 CONCURRENT_REQUESTS = 4
@@ -127,13 +126,21 @@ class DemoReport:
         return table
 
 
+def simulation_start(days: int, now: datetime) -> datetime:
+    """The first simulated day, so that the last one is yesterday: features are read at
+    the wall-clock time of each decision (recency, windows, stages), so the simulated
+    history must end where the clock is."""
+    today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=days)
+
+
 def run_demo(api_url: str, settings: Settings, config: DemoConfig, console: Console) -> DemoReport:
     """Drive the system at `api_url` with a simulated bank; return the report."""
     catalog = load_catalog(settings.catalog_path)
     bank = SimulatedBank(
         customers=config.customers,
         seed=config.seed,
-        start=SIMULATION_START,
+        start=simulation_start(config.days, datetime.now(UTC)),
         action_ids=[action.id for action in catalog.actions],
     )
     return asyncio.run(_drive(api_url, bank, config, console))

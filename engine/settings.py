@@ -10,9 +10,11 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+import orjson
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from features.config import SECONDS_PER_DAY, FeatureConfig, LifecycleThresholds
 from models.persistence import MIN_KEY_BYTES
 
 DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "actions" / "catalog.yaml"
@@ -37,9 +39,22 @@ class Settings(BaseSettings):
     key_prefix: str = Field(
         default="", description="prefix of every Redis key; lets several engines share one Redis"
     )
-    dedup_ttl_seconds: int = Field(
-        default=7 * 24 * 3600, ge=60, description="how long an event_id is remembered"
+    allowed_lateness_s: int = Field(
+        default=FeatureConfig().allowed_lateness_s,
+        ge=0,
+        le=30 * SECONDS_PER_DAY,
+        description="how far behind a customer's latest event time an event may arrive and "
+        "still be applied (event ids are remembered that long); later ones go to the DLQ",
     )
+    half_lives_days: dict[str, float] = Field(
+        default_factory=dict,
+        description="half-lives of decayed features by group, JSON, merged over the "
+        "defaults: frequency, monetary, channel, flows 30 days; interest 14 days",
+    )
+    lifecycle_new_days: int = Field(default=LifecycleThresholds().new_days, gt=0)
+    lifecycle_at_risk_days: int = Field(default=LifecycleThresholds().at_risk_after_days, gt=0)
+    lifecycle_dormant_days: int = Field(default=LifecycleThresholds().dormant_after_days, gt=0)
+    lifecycle_churned_days: int = Field(default=LifecycleThresholds().churned_after_days, gt=0)
     catalog_path: Path = DEFAULT_CATALOG
     worker_id: str = Field(default="nba-worker", description="Kafka consumer group of workers")
     kafka_session_timeout_s: float = Field(
@@ -77,6 +92,35 @@ class Settings(BaseSettings):
     outcomes_topic: str = Field(
         default="outcomes", description="answers with their decision's x, for the learner"
     )
+    no_answer_window_s: float = Field(
+        default=24 * 3600.0,
+        gt=0.0,
+        description="an action shown (reported by an `offer_impression`) and not answered this "
+        "long after the worker took the impression in is handled as `no_answer_mode` says; "
+        "an answer after that is counted as late and changes nothing. Shorter than "
+        "`decision_ttl_seconds`, whose x the negative is learned with",
+    )
+    no_answer_mode: Literal["negative", "ignore"] = Field(
+        default="negative",
+        description="`negative`: learn an unanswered action as a decline (reward 0, the x "
+        "recorded with its decision); `ignore`: close its window without learning",
+    )
+    offpolicy_log_size: int = Field(
+        default=10_000,
+        ge=1,
+        description="the latest rank-1 outcomes the learner keeps in Redis for the off-policy "
+        "report (`GET /v1/models/offpolicy` reads at most this many)",
+    )
+
+    @model_validator(mode="after")
+    def _window_within_decision_ttl(self) -> Settings:
+        if self.no_answer_window_s >= self.decision_ttl_seconds:
+            raise ValueError(
+                f"NBA_NO_ANSWER_WINDOW_S ({self.no_answer_window_s:g}) must be shorter than "
+                f"NBA_DECISION_TTL_SECONDS ({self.decision_ttl_seconds}): a negative is learned "
+                "with its decision's x, which must still be there when the window closes"
+            )
+        return self
 
     @field_validator("model_key")
     @classmethod
@@ -98,6 +142,25 @@ class Settings(BaseSettings):
                 "and the API (`nba up` generates one per run)"
             )
         return self.model_key.get_secret_value().encode()
+
+    @model_validator(mode="after")
+    def _feature_config_valid(self) -> Settings:
+        self.feature_config()  # thresholds in order, half-lives positive: fail at start-up
+        return self
+
+    def feature_config(self) -> FeatureConfig:
+        """The feature definitions' tunables (half-lives, lateness, lifecycle thresholds)."""
+        defaults = FeatureConfig()
+        return FeatureConfig(
+            half_lives_days={**defaults.half_lives_days, **self.half_lives_days},
+            allowed_lateness_s=self.allowed_lateness_s,
+            lifecycle=LifecycleThresholds(
+                new_days=self.lifecycle_new_days,
+                at_risk_after_days=self.lifecycle_at_risk_days,
+                dormant_after_days=self.lifecycle_dormant_days,
+                churned_after_days=self.lifecycle_churned_days,
+            ),
+        )
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -134,9 +197,16 @@ class Settings(BaseSettings):
     def as_environment(self) -> dict[str, str]:
         """These settings as `NBA_*` variables, to hand to a child process."""
         return {
-            f"NBA_{name.upper()}": (
-                value.get_secret_value() if isinstance(value, SecretStr) else str(value)
-            )
+            f"NBA_{name.upper()}": _environment_value(value)
             for name, value in self.model_dump().items()
             if value is not None
         }
+
+
+def _environment_value(value: object) -> str:
+    """A setting as an environment variable: secrets revealed, collections as JSON."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return str(value)

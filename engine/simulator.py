@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from features.events import MONETARY_TYPES, PRODUCT_TYPES, Channel, EventType
+from features.events import AMOUNT_TYPES, PRODUCT_TYPES, Channel, EventType
 
 Answer = Literal["accept", "decline", "ignore"]
 Attrs = list[dict[str, Any] | None]
@@ -113,7 +113,7 @@ _TYPES = list(EventType)
 _CHANNELS = list(Channel)
 _TYPE_VALUES = [kind.value for kind in _TYPES]
 _CHANNEL_VALUES = [channel.value for channel in _CHANNELS]
-_NEEDS_AMOUNT = [kind in MONETARY_TYPES for kind in _TYPES]
+_NEEDS_AMOUNT = [kind in AMOUNT_TYPES for kind in _TYPES]
 _NEEDS_PRODUCT = [kind in PRODUCT_TYPES for kind in _TYPES]
 
 

@@ -3,13 +3,14 @@
 Two thin agents; the logic lives in the domain packages.
 
 `apply_events` (the `events` topic, partitioned by customer): decode the message (one
-event or an envelope), apply the valid events to Redis in one round trip, send each
-invalid item to the dead-letter topic with its reason, count. Answers to offers
+event or an envelope), apply the valid events to Redis in one transaction, send each
+invalid item — and each event the store refused as later than the allowed lateness — to
+the dead-letter topic with its reason, count. Answers to offers
 (`offer_accepted`, `offer_declined`) that name a `decision_id` are then looked up in the
 decision log and forwarded, with the x stored with the decision, to the `outcomes` topic
 (`actions.decision_log`). A message is acknowledged only after that work succeeded, so
-a crash or a Redis outage replays it later, and the store's event-id markers and the
-log's answered markers make the replay harmless.
+a crash or a Redis outage replays it later, and the event ids kept in each customer's
+state and the log's answered markers make the replay harmless.
 
 `learn_outcomes` (the `outcomes` topic, one partition, so one worker of the group runs
 the model): takes the outcomes of every `checkpoint_interval_s` (or of
@@ -17,6 +18,13 @@ the model): takes the outcomes of every `checkpoint_interval_s` (or of
 checkpoint before they are acknowledged (`models.learning.Learner`); the API loads each
 new version. A crash loses no outcome; those checkpointed but whose offsets Kafka had
 not committed yet are learned again.
+
+`expire_unanswered` (a timer, every `NO_ANSWER_SWEEP_INTERVAL_S` on every worker): closes
+the no-answer windows that are due in one atomic Redis script, then hands the closed
+windows on — as negatives to the `outcomes` topic in mode `negative` — and deletes them
+only once the broker has them (`actions.decision_log`). Workers sweeping at the same
+time close each window once; a window handed on twice is learned once, as the learner
+skips negatives it already learned.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import logging
 import os
 import socket
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -40,20 +48,30 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from actions.catalog import load_catalog
 from actions.decision_log import Attribution, DecisionLog
 from engine.settings import Settings
-from features.events import Rejection, decode_message
+from features.events import EventType, Rejection, decode_message
+from features.state import FeatureFold
 from features.stats import IngestCounts, IngestStats
-from features.store import RedisFeatureStore
+from features.store import LateEvent, RedisFeatureStore
+from features.tiers import BaseWalker
 from models.checkpoints import CheckpointStore
 from models.learning import Learner, Outcome, decode_outcomes, encode_outcomes
+from models.offpolicy import BanditLog
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 HEARTBEAT_INTERVAL_S = 2.0
+BASE_WALK_INTERVAL_S = 1.0
 FIRST_RETRY_DELAY_S = 0.1
 MAX_RETRY_DELAY_S = 5.0
 #: Outcome messages learned per checkpoint at most (a batch also ends every checkpoint interval).
 MAX_OUTCOME_MESSAGES_PER_BATCH = 1000
+#: How often each worker closes due no-answer windows and hands them on.
+NO_ANSWER_SWEEP_INTERVAL_S = 1.0
+#: No-answer windows closed, and handed on, per sweep at most.
+NO_ANSWER_BATCH = 1000
+#: No-answer negatives per `outcomes` message (keeps a message well under Kafka's 1 MB).
+OUTCOMES_PER_MESSAGE = 100
 
 
 def dead_letter(rejection: Rejection, item: Any, source: faust.types.EventT | None) -> bytes:
@@ -66,6 +84,17 @@ def dead_letter(rejection: Rejection, item: Any, source: faust.types.EventT | No
     )
     record = {"reason": rejection.reason, "index": rejection.index, "item": raw, **origin}
     return orjson.dumps(record)
+
+
+def late_rejections(late: list[LateEvent], items: Sequence[Any]) -> list[Rejection]:
+    """Rejections for events the store refused as too late, pointing at their envelope item."""
+    index_of = {
+        item.get("event_id"): index for index, item in enumerate(items) if isinstance(item, dict)
+    }
+    return [
+        Rejection(index_of[refused.event.event_id], refused.event.event_id, refused.reason)
+        for refused in late
+    ]
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -103,17 +132,25 @@ def create_app(settings: Settings) -> faust.App:
 
     redis = Redis.from_url(redis_url)
     store = RedisFeatureStore(
-        redis, key_prefix=settings.key_prefix, dedup_ttl_seconds=settings.dedup_ttl_seconds
+        redis, FeatureFold(settings.feature_config()), key_prefix=settings.key_prefix
     )
     stats = IngestStats(redis, key_prefix=settings.key_prefix)
     decision_log = DecisionLog(
-        redis, key_prefix=settings.key_prefix, ttl_seconds=settings.decision_ttl_seconds
+        redis,
+        key_prefix=settings.key_prefix,
+        ttl_seconds=settings.decision_ttl_seconds,
+        no_answer_window_s=settings.no_answer_window_s,
+        no_answer_mode=settings.no_answer_mode,
     )
     learner = Learner(
         CheckpointStore(redis, key_prefix=settings.key_prefix, signing_key=signing_key),
         catalog.base_rates(),
+        bandit_log=BanditLog(
+            redis, key_prefix=settings.key_prefix, size=settings.offpolicy_log_size
+        ),
     )
     worker_name = f"{socket.gethostname()}:{os.getpid()}"
+    base_walker = BaseWalker(redis, store.fold, key_prefix=settings.key_prefix, owner=worker_name)
 
     @app.agent(events_topic)
     async def apply_events(stream: faust.StreamT[bytes]) -> None:
@@ -125,10 +162,17 @@ def create_app(settings: Settings) -> faust.App:
                     delivery = await dlq_topic.send(value=record)
                     await delivery  # on the broker before this message is acknowledged
                 result = await _retrying_redis(partial(store.apply, events))
+                for linked in (e for e in events if e.type is EventType.IDENTITY_LINKED):
+                    identifier = str(linked.attrs["identifier"])
+                    await _retrying_redis(partial(store.link, linked.customer_id, identifier))
+                for rejection in late_rejections(result.late, items):
+                    record = dead_letter(rejection, items[rejection.index], stream.current_event)
+                    delivery = await dlq_topic.send(value=record)
+                    await delivery
                 counts = IngestCounts(
                     applied=result.applied,
                     duplicates=result.duplicates,
-                    dead_lettered=len(rejections),
+                    dead_lettered=len(rejections) + len(result.late),
                 )
                 await _retrying_redis(partial(stats.add, counts))
                 attribution = await _retrying_redis(partial(decision_log.attribute, events))
@@ -165,11 +209,36 @@ def create_app(settings: Settings) -> faust.App:
                     learned.checkpoint.version,
                 )
 
+    @app.timer(BASE_WALK_INTERVAL_S)
+    async def walk_customer_base() -> None:
+        """A few thousand customers per tick towards the RFM quintile edges (one walker)."""
+        edges = await _retrying_redis(base_walker.step)
+        if edges:
+            log.info("RFM quintile edges refreshed: %s", edges)
+
     @app.timer(HEARTBEAT_INTERVAL_S)
     async def heartbeat() -> None:
         assigned = app.consumer.assignment()
         partitions = [tp.partition for tp in assigned if tp.topic == settings.events_topic]
         await stats.heartbeat(worker_name, partitions)
+
+    async def send_outcomes(outcomes: list[Outcome]) -> None:
+        """Send outcomes to the learner in order, each message on the broker before the next."""
+        for start in range(0, len(outcomes), OUTCOMES_PER_MESSAGE):
+            chunk = outcomes[start : start + OUTCOMES_PER_MESSAGE]
+            delivery = await outcomes_topic.send(value=encode_outcomes(chunk))
+            await delivery
+
+    @app.timer(NO_ANSWER_SWEEP_INTERVAL_S)
+    async def expire_unanswered() -> None:
+        closed = await _retrying_redis(
+            partial(decision_log.expire_unanswered, limit=NO_ANSWER_BATCH)
+        )
+        sent = await _retrying_redis(
+            partial(decision_log.forward_unanswered, send_outcomes, limit=NO_ANSWER_BATCH)
+        )
+        if closed or sent:
+            log.debug("no-answer windows: %d closed, %d negatives sent to learning", closed, sent)
 
     return app
 

@@ -1,168 +1,285 @@
 """The Redis feature store: applies events to customer features and reads them back.
 
-Layout: one hash per customer, `{prefix}cust:{<id>}:f`, and one short-lived marker per
-applied event, `{prefix}cust:{<id>}:e:<event_id>`. Both carry the customer's hash tag.
+Layout: one string per customer, `{prefix}cust:{<id>}:s`, holding the customer's
+`CustomerState` (MessagePack, features.state), and for an identifier that was linked to
+a customer, `{prefix}cust:{<identifier>}:alias` holding that customer's id. The `{id}`
+hash tag keeps every key of a customer in one Redis Cluster slot.
 
-Writing: a batch of events is applied by one call of a Lua script compiled from the
-feature registry. Per event the client sends four short values (type, channel, event
-time, amount in whole 1/AMOUNT_SCALE units, so that sums are exact in any order); the
-script skips events whose marker exists (`SET NX EX`), folds each customer's new events
-into one delta per feature, and writes each customer with one HMGET and one HSET. That
-keeps both the client's and the server's work per event small, which is what
-throughput on a shared machine depends on (benchmarks/ingest_store.py).
+Identity resolution: an event may name its customer by any identifier (a card number,
+a phone, a device or app user id, `card:4111…`). Applying a batch first resolves each
+id through its alias key (following at most MAX_ALIAS_HOPS links) and applies the event
+to the customer the identifier belongs to; an identifier never linked is a customer of
+its own (e.g. an anonymous device's history). `link(customer, identifier)` — what an
+`identity_linked` event does — merges the identifier's features into the customer's
+(features.state.FeatureFold.merge: counts and sums add, times take min/max, event ids
+unite) and points the identifier at the customer; linking two known customers makes
+the second an alias of the first. The alias keys are watched with the states, so a
+batch racing a link is redone on the linked state, never applied to a merged-away one.
 
-Idempotency: a replayed event finds its marker and changes nothing, so at-least-once
-delivery has an exactly-once effect for as long as markers live (`dedup_ttl_seconds`).
-Order: sums do not depend on order, and `max`/`min` features keep the latest/earliest
-event time whatever the arrival order.
+Writing a batch: the events are grouped by customer; the states of those customers are
+read with one MGET under WATCH, folded in this process (features.state: only the
+features an event touches run), and written back with one MULTI/MSET/EXEC. Two Redis
+round trips per batch, one read and one write per customer, whatever the number of
+features or events. If another writer changed one of the customers meanwhile (a
+partition handed over in a rebalance, an identity merge, a deletion), EXEC fails and the
+batch is folded again from the fresh states — optimistic concurrency, so no update is
+ever lost and none applied twice.
 
-Redis Cluster: every key the script touches for one customer shares that customer's
-hash tag, and the script's arguments are grouped by customer; a cluster deployment must
-split a batch into one call per customer (or per slot). The store makes one call per
-batch, which suits a standalone Redis or Valkey.
+Redis Cluster: a multi-key WATCH/MGET/MULTI needs all keys in one slot; a cluster
+deployment must split the batch per slot. The store makes one transaction per batch,
+which suits a standalone Redis or Valkey.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import WatchError
 
 from features.events import Event, iter_customer_groups
+from features.reading import Features, read_features
 from features.redis_text import as_text
-from features.registry import AMOUNT_SCALE, FEATURES, FeatureDef, Op, Source, decode_features
+from features.state import Applied, CustomerState, FeatureFold
 
-_LUA_SAFE = re.compile(r"[a-z0-9_]+")
-_SOURCE_EXPRESSION = {Source.ONE: "1", Source.EVENT_TIME: "ts", Source.AMOUNT: "amount"}
-_FOLD = {
-    Op.ADD: "d[{f}] = (d[{f}] or 0) + {v}",
-    Op.MAX: "if d[{f}] == nil or {v} > d[{f}] then d[{f}] = {v} end",
-    Op.MIN: "if d[{f}] == nil or {v} < d[{f}] then d[{f}] = {v} end",
-}
-
-
-def _lua_string(text: str) -> str:
-    """A Lua string literal of a feature name or enum value (plain identifiers only)."""
-    if not _LUA_SAFE.fullmatch(text):
-        raise ValueError(f"{text!r} cannot be used in the feature script: use [a-z0-9_]")
-    return f"'{text}'"
+#: Links followed from an identifier to its customer (a merged customer's aliases point to
+#: the customer it was merged into, so chains stay short).
+MAX_ALIAS_HOPS = 4
+#: Rounds of optimistic retries before a batch gives up (each round means another writer
+#: changed one of its customers between our read and our write).
+MAX_WATCH_ROUNDS = 50
 
 
-def _fold_statement(feature: FeatureDef) -> str:
-    """The Lua statement folding one event into the customer's delta for this feature."""
-    conditions = []
-    if feature.event_types is not None:
-        types = " or ".join(f"etype == {_lua_string(t.value)}" for t in sorted(feature.event_types))
-        conditions.append(f"({types})")
-    if feature.channel is not None:
-        conditions.append(f"channel == {_lua_string(feature.channel.value)}")
-    fold = _FOLD[feature.op].format(
-        f=_lua_string(feature.name), v=_SOURCE_EXPRESSION[feature.source]
-    )
-    return f"if {' and '.join(conditions)} then {fold} end" if conditions else fold
+class ContendedBatchError(RuntimeError):
+    """Other writers kept changing the batch's customers; the batch was not applied."""
 
 
-def compile_apply_script(features: Sequence[FeatureDef]) -> str:
-    """The Lua script applying a batch of events to the given features.
+class AliasChainError(RuntimeError):
+    """An identifier's links go deeper than MAX_ALIAS_HOPS (a loop or a bug)."""
 
-    KEYS, per customer: the features hash, then one marker key per event.
-    ARGV: dedup TTL, number of customers, then per customer: its number of events and,
-    per event, type, channel, event time, amount ('' when absent). Returns the number of
-    events applied (not already seen).
-    """
-    ops = ", ".join(f"[{_lua_string(f.name)}] = {_lua_string(f.op.value)}" for f in features)
-    folds = "\n      ".join(_fold_statement(feature) for feature in features)
-    return f"""
-local ops = {{{ops}}}
-local ttl = ARGV[1]
-local k, a, applied = 1, 3, 0
-for _ = 1, tonumber(ARGV[2]) do
-  local features_key = KEYS[k]
-  local n = tonumber(ARGV[a])
-  k, a = k + 1, a + 1
-  local d = {{}}
-  for _ = 1, n do
-    if redis.call('SET', KEYS[k], '1', 'NX', 'EX', ttl) then
-      applied = applied + 1
-      local etype, channel, ts, amount = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]),
-        tonumber(ARGV[a + 3])
-      {folds}
-    end
-    k, a = k + 1, a + 4
-  end
-  local fields = {{}}
-  for field in pairs(d) do fields[#fields + 1] = field end
-  if #fields > 0 then
-    local current = redis.call('HMGET', features_key, unpack(fields))
-    local writes = {{}}
-    for i, field in ipairs(fields) do
-      local old, new, op = tonumber(current[i]), d[field], ops[field]
-      if op == 'add' then
-        new = (old or 0) + new
-      elseif old ~= nil and ((op == 'max' and old >= new) or (op == 'min' and old <= new)) then
-        new = nil
-      end
-      if new ~= nil then
-        writes[#writes + 1] = field
-        writes[#writes + 1] = string.format('%.17g', new)
-      end
-    end
-    if #writes > 0 then redis.call('HSET', features_key, unpack(writes)) end
-  end
-end
-return applied
-"""
+
+@dataclass(frozen=True, slots=True)
+class LinkResult:
+    """What linking an identifier did: the customer it now means, and whether features merged."""
+
+    customer_id: str
+    merged: bool
+    already_linked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LateEvent:
+    """An event not applied because it arrived after the customer's allowed lateness."""
+
+    event: Event
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
-    """How many events changed features, and how many were already applied before."""
+    """What became of a batch: applied, already applied before, or refused as too late."""
 
     applied: int
     duplicates: int
+    late: list[LateEvent] = field(default_factory=list)
 
 
 class RedisFeatureStore:
     """Customer features in Redis; all I/O of the features package happens here."""
 
-    def __init__(self, redis: Redis, *, key_prefix: str = "", dedup_ttl_seconds: int) -> None:
+    def __init__(self, redis: Redis, fold: FeatureFold, *, key_prefix: str = "") -> None:
         self._redis = redis
+        self.fold = fold
         self._key_prefix = key_prefix
-        self._dedup_ttl_seconds = dedup_ttl_seconds
-        self._apply_script = redis.register_script(compile_apply_script(FEATURES))
 
     def customer_key(self, customer_id: str, suffix: str) -> str:
         """A key of one customer; the `{id}` hash tag keeps all of them in one slot."""
         return f"{self._key_prefix}cust:{{{customer_id}}}:{suffix}"
 
-    async def apply(self, events: Sequence[Event]) -> ApplyResult:
-        """Apply events in one round trip; each customer's events in the order given.
+    def state_key(self, customer_id: str) -> str:
+        return self.customer_key(customer_id, "s")
 
-        Duplicates (an event_id applied before, in this batch or earlier) change nothing.
+    def alias_key(self, identifier: str) -> str:
+        return self.customer_key(identifier, "alias")
+
+    async def _resolve(self, pipe: Pipeline, ids: list[str]) -> dict[str, str]:
+        """The customer each id belongs to; every alias key read is watched."""
+        resolved = dict(zip(ids, ids, strict=True))
+        pending = ids
+        for _ in range(MAX_ALIAS_HOPS):
+            targets = sorted({resolved[i] for i in pending})
+            keys = [self.alias_key(target) for target in targets]
+            await pipe.watch(*keys)
+            found = {
+                target: as_text(alias)
+                for target, alias in zip(targets, await pipe.mget(keys), strict=True)
+                if alias is not None
+            }
+            if not found:
+                return resolved
+            pending = [i for i in pending if resolved[i] in found]
+            for i in pending:
+                resolved[i] = found[resolved[i]]
+        raise AliasChainError(f"identifiers {pending[:5]} link more than {MAX_ALIAS_HOPS} deep")
+
+    async def apply(self, events: Sequence[Event]) -> ApplyResult:
+        """Apply events in one transaction; each customer's events in the order given.
+
+        Duplicates (an event_id applied before, in this batch or earlier) change nothing;
+        events older than the customer's allowed lateness are returned as `late`.
         """
         if not events:
             return ApplyResult(applied=0, duplicates=0)
-        groups = list(iter_customer_groups(list(events)))
-        keys: list[str] = []
-        args: list[str | int] = [self._dedup_ttl_seconds, len(groups)]
-        for customer_id, customer_events in groups:
-            prefix = f"{self._key_prefix}cust:{{{customer_id}}}:"
-            keys.append(prefix + "f")
-            args.append(len(customer_events))
-            for event in customer_events:
-                keys.append(f"{prefix}e:{event.event_id}")
-                amount = "" if event.amount is None else str(round(event.amount * AMOUNT_SCALE))
-                args += (event.type.value, event.channel.value, repr(event.epoch_seconds), amount)
-        applied = int(await self._apply_script(keys=keys, args=args))
-        return ApplyResult(applied=applied, duplicates=len(events) - applied)
-
-    async def read(self, customer_id: str) -> dict[str, float | int] | None:
-        """The customer's features, or None for a customer never seen."""
-        stored = await self._redis.hgetall(self.customer_key(customer_id, "f"))
-        if not stored:
-            return None
-        return decode_features(
-            {as_text(field): as_text(value) for field, value in stored.items()}
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for _ in range(MAX_WATCH_ROUNDS):
+                try:
+                    groups = await self._resolved_groups(pipe, events)
+                    keys = [self.state_key(customer_id) for customer_id, _ in groups]
+                    await pipe.watch(*keys)
+                    stored = await pipe.mget(keys)
+                    result, writes = self._fold(groups, keys, stored)
+                    pipe.multi()
+                    if writes:
+                        pipe.mset(writes)
+                    await pipe.execute()
+                    return result
+                except WatchError:
+                    continue
+        raise ContendedBatchError(
+            f"a batch of {len(events)} events kept meeting concurrent changes to its "
+            f"customers in {MAX_WATCH_ROUNDS} attempts"
         )
+
+    async def _resolved_groups(
+        self, pipe: Pipeline, events: Sequence[Event]
+    ) -> list[tuple[str, list[Event]]]:
+        """The events grouped by the customer they belong to, after identity resolution."""
+        groups = list(iter_customer_groups(list(events)))
+        resolved = await self._resolve(pipe, [customer_id for customer_id, _ in groups])
+        merged: dict[str, list[Event]] = {}
+        for customer_id, customer_events in groups:
+            owner = resolved[customer_id]
+            if owner != customer_id:
+                customer_events = [
+                    e.model_copy(update={"customer_id": owner}) for e in customer_events
+                ]
+            merged.setdefault(owner, []).extend(customer_events)
+        return list(merged.items())
+
+    async def link(self, customer_id: str, identifier: str) -> LinkResult:
+        """Make `identifier` mean `customer_id` from now on, merging what it had seen.
+
+        Idempotent: linking again changes nothing. If the identifier already belongs to
+        another customer, that customer is merged into this one (they are one person).
+        """
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for _ in range(MAX_WATCH_ROUNDS):
+                try:
+                    resolved = await self._resolve(pipe, [customer_id, identifier])
+                    owner, source = resolved[customer_id], resolved[identifier]
+                    if owner == source:
+                        await pipe.reset()
+                        return LinkResult(owner, merged=False, already_linked=True)
+                    keys = [self.state_key(owner), self.state_key(source)]
+                    source_ids = self.customer_key(source, "ids")
+                    await pipe.watch(*keys, source_ids)
+                    owner_raw, source_raw = await pipe.mget(keys)
+                    known_ids = await pipe.smembers(source_ids)
+                    pipe.multi()
+                    if source_raw is not None:
+                        state = (
+                            self.fold.new_state()
+                            if owner_raw is None
+                            else self.fold.decode(owner_raw)
+                        )
+                        self.fold.merge(state, self.fold.decode(source_raw))
+                        pipe.set(keys[0], self.fold.encode(state))
+                        pipe.delete(keys[1])
+                    pipe.set(self.alias_key(source), owner)
+                    if identifier != source:
+                        pipe.set(self.alias_key(identifier), owner)
+                    pipe.sadd(self.customer_key(owner, "ids"), source, identifier, *known_ids)
+                    pipe.delete(source_ids)
+                    await pipe.execute()
+                    return LinkResult(owner, merged=source_raw is not None, already_linked=False)
+                except WatchError:
+                    continue
+        raise ContendedBatchError(f"linking {identifier} to {customer_id} kept being contended")
+
+    def _fold(
+        self,
+        groups: list[tuple[str, list[Event]]],
+        keys: list[str],
+        stored: list[bytes | None],
+    ) -> tuple[ApplyResult, dict[str, bytes]]:
+        """Fold each customer's events into its state; the states that changed, encoded."""
+        fold = self.fold
+        applied = duplicates = 0
+        late: list[LateEvent] = []
+        writes: dict[str, bytes] = {}
+        for (_, customer_events), key, raw in zip(groups, keys, stored, strict=True):
+            state = fold.new_state() if raw is None else fold.decode(raw)
+            changed = False
+            for event in customer_events:
+                outcome = fold.apply(state, event)
+                if outcome is Applied.APPLIED:
+                    applied += 1
+                    changed = True
+                elif outcome is Applied.DUPLICATE:
+                    duplicates += 1
+                else:
+                    late.append(LateEvent(event, self._late_reason(event, state)))
+            if changed:
+                fold.prune(state)
+                writes[key] = fold.encode(state)
+        return ApplyResult(applied=applied, duplicates=duplicates, late=late), writes
+
+    def _late_reason(self, event: Event, state: CustomerState) -> str:
+        lateness = self.fold.config.allowed_lateness_s
+        behind = state.watermark - int(event.ts.timestamp())
+        return (
+            f"event time is {behind} s before the customer's latest event, more than the "
+            f"allowed lateness of {lateness} s (NBA_ALLOWED_LATENESS_S): not applied"
+        )
+
+    async def resolve(self, identifier: str) -> str:
+        """The customer an identifier belongs to (itself when never linked)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            resolved = await self._resolve(pipe, [identifier])
+            await pipe.reset()
+        return resolved[identifier]
+
+    async def read_state(self, customer_id: str) -> CustomerState | None:
+        """The customer's stored state (after identity resolution), or None if never seen."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.alias_key(customer_id))
+            pipe.get(self.state_key(customer_id))
+            alias, raw = await pipe.execute()
+        if alias is not None:
+            raw = await self._redis.get(self.state_key(await self.resolve(customer_id)))
+        return None if raw is None else self.fold.decode(raw)
+
+    async def read(
+        self,
+        customer_id: str,
+        *,
+        now: float | None = None,
+        rfm_edges: Mapping[str, tuple[float, ...]] | None = None,
+    ) -> Features | None:
+        """The customer's features as of `now` (default: the current time), or None."""
+        state = await self.read_state(customer_id)
+        if state is None:
+            return None
+        return read_features(self.fold, state, time.time() if now is None else now, rfm_edges)
+
+    async def delete(self, customer_id: str) -> bool:
+        """Remove every key of the customer (a deletion request): features, the identifiers
+        linked to it and their links. True if there was anything to remove."""
+        owner = await self.resolve(customer_id)
+        ids = self.customer_key(owner, "ids")
+        linked = [as_text(identifier) for identifier in await self._redis.smembers(ids)]
+        keys = [self.state_key(owner), ids, *(self.alias_key(i) for i in linked)]
+        return bool(await self._redis.delete(*keys))

@@ -3,9 +3,14 @@
 One writer (the worker that owns the `outcomes` partition) saves the model it learns; any
 number of readers (API replicas) follow the version and load each new checkpoint. All of
 it lives in one Redis hash, `{prefix}nba:model:propensity`, with the fields `version`
-(1, 2, … ; absent means no checkpoint yet), `saved_ts` (Unix seconds) and `checkpoint`
-(`models.persistence` bytes, HMAC-signed). One key, so a save is atomic and the layout
-works on Redis Cluster.
+(1, 2, … ; absent means no checkpoint yet), `saved_ts` (Unix seconds), `checkpoint`
+(the model), `state` (the learner's `LearnerState`: progressive-validation metrics,
+drift detectors, the last no-answer negative learned) and `report` (that state's
+figures as a plain dict, for readers). The three blobs are `models.persistence` bytes,
+HMAC-signed; one key and one `HSET`, so a save is atomic — a reader never sees the
+figures of one version beside the model of another — and the layout works on Redis
+Cluster. Readers load the small `report`; only the learner loads the `state`, whose
+rolling windows are most of a checkpoint's size.
 
 A save names the version it builds on and fails if another writer got there first
 (`StaleCheckpointError`): after a Kafka rebalance a worker that lost the partition can
@@ -16,20 +21,28 @@ the key is refused before anything is unpickled (`CheckpointRefusedError`).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
 from models import persistence
+from models.drift import DriftDetector
+from models.metrics import ProgressiveValidation
 from models.online import OnlinePropensity
+
+_T = TypeVar("_T")
+#: The position of "no no-answer negative learned yet" (Redis stream ids start above it).
+NO_STREAM_ID = "0-0"
 
 _SAVE_SCRIPT = """
 local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
 if current ~= tonumber(ARGV[1]) then
   return {0, current}
 end
-redis.call('HSET', KEYS[1], 'version', current + 1, 'saved_ts', ARGV[2], 'checkpoint', ARGV[3])
+redis.call('HSET', KEYS[1], 'version', current + 1, 'saved_ts', ARGV[2], 'checkpoint', ARGV[3],
+           'state', ARGV[4], 'report', ARGV[5])
 return {1, current + 1}
 """
 
@@ -54,13 +67,36 @@ class CheckpointRefusedError(ValueError):
         self.reason = reason
 
 
+@dataclass(slots=True)
+class LearnerState:
+    """What the learner saves beside the model, in the same atomic write as the model.
+
+    `validation` and `drift` follow every outcome learned (`models.metrics`,
+    `models.drift`). `no_answer_through` is the position (a Redis stream id, see
+    `actions.decision_log`) of the latest no-answer negative learned: a negative at or
+    before it is a replay and is skipped. Saving it with the model is what makes each
+    negative learned exactly once, whatever crashes and replays happen around it.
+    """
+
+    validation: ProgressiveValidation = field(default_factory=ProgressiveValidation)
+    drift: DriftDetector = field(default_factory=DriftDetector)
+    no_answer_through: str = NO_STREAM_ID
+
+    def report(self, action_ids: Iterable[str] = ()) -> dict[str, Any]:
+        """The figures readers show: `{"validation": …, "drift": …}` (plain numbers)."""
+        return {"validation": self.validation.report(action_ids), "drift": self.drift.report()}
+
+
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """A verified model and the version and time it was saved with (version 0: the priors)."""
+    """A verified model, the version and time it was saved with (version 0: the priors),
+    the figures of its learner state, and that state itself when it was asked for."""
 
     version: int
     saved_ts: float | None
     model: OnlinePropensity
+    report: Mapping[str, Any]
+    state: LearnerState | None = None
 
 
 def with_priors(model: OnlinePropensity, priors: Mapping[str, float]) -> OnlinePropensity:
@@ -94,42 +130,69 @@ class CheckpointStore:
         raw = await self._redis.hget(self.key, "version")
         return int(raw) if raw is not None else 0
 
-    async def latest(self) -> Checkpoint | None:
+    async def latest(self, *, with_state: bool = False) -> Checkpoint | None:
         """The latest checkpoint, verified; None when nothing was saved yet.
 
-        Raises `CheckpointRefusedError` (unread: nothing is unpickled) when its signature
-        does not match the key, i.e. it was altered or signed under another key.
+        `with_state` also loads the learner's `LearnerState` (the learner needs it; readers
+        need only the `report`). A checkpoint saved before states were kept gets a fresh
+        state and an empty report. Raises `CheckpointRefusedError` (unread: nothing is
+        unpickled) when a signature does not match the key, i.e. it was altered or signed
+        under another key.
         """
-        version, saved_ts, data = await self._redis.hmget(
-            self.key, ["version", "saved_ts", "checkpoint"]
-        )
-        if version is None or data is None:
+        names = ["version", "saved_ts", "checkpoint", "report", "state"][: 5 if with_state else 4]
+        stored = dict(zip(names, await self._redis.hmget(self.key, names), strict=True))
+        if stored["version"] is None or stored["checkpoint"] is None:
             return None
+        version = int(stored["version"])
+        model = self._load(version, stored["checkpoint"], OnlinePropensity)
+        report = stored["report"]
+        return Checkpoint(
+            version=version,
+            saved_ts=float(stored["saved_ts"]) if stored["saved_ts"] is not None else None,
+            model=model,
+            report=self._load(version, report, dict)
+            if report is not None
+            else LearnerState().report(model.actions),
+            state=self._state(version, stored["state"]) if with_state else None,
+        )
+
+    def _state(self, version: int, data: bytes | None) -> LearnerState:
+        """The stored learner state, verified; a fresh one if the checkpoint has none."""
+        return self._load(version, data, LearnerState) if data is not None else LearnerState()
+
+    def _load(self, version: int, data: bytes | str, expected_type: type[_T]) -> _T:
+        """One signed blob of version `version`, verified, else `CheckpointRefusedError`."""
         try:
-            model = persistence.load(
+            return persistence.load(
                 data if isinstance(data, bytes) else data.encode(),
                 key=self._signing_key,
-                expected_type=OnlinePropensity,
+                expected_type=expected_type,
             )
         except (persistence.SignatureError, TypeError) as error:
-            raise CheckpointRefusedError(int(version), str(error)) from error
-        return Checkpoint(
-            version=int(version),
-            saved_ts=float(saved_ts) if saved_ts is not None else None,
-            model=model,
-        )
+            raise CheckpointRefusedError(version, str(error)) from error
 
-    async def save(self, model: OnlinePropensity, *, expected_version: int) -> Checkpoint:
-        """Sign and store `model` as version `expected_version` + 1.
+    async def save(
+        self,
+        model: OnlinePropensity,
+        *,
+        expected_version: int,
+        state: LearnerState | None = None,
+    ) -> Checkpoint:
+        """Sign and store `model` and the learner's `state` as version `expected_version` + 1.
 
-        Raises `StaleCheckpointError` (and stores nothing) when the stored version is no
-        longer `expected_version`.
+        Without a `state`, a fresh one is stored (no figures yet). Raises
+        `StaleCheckpointError` (and stores nothing) when the stored version is no longer
+        `expected_version`.
         """
-        data = persistence.save(model, key=self._signing_key)
+        state = state if state is not None else LearnerState()
+        report = state.report(model.actions)
+        blobs = [persistence.save(item, key=self._signing_key) for item in (model, state, report)]
         saved_ts = time.time()
         saved, version = await self._save_script(
-            keys=[self.key], args=[expected_version, repr(saved_ts), data]
+            keys=[self.key], args=[expected_version, repr(saved_ts), *blobs]
         )
         if not saved:
             raise StaleCheckpointError(expected_version, int(version))
-        return Checkpoint(version=int(version), saved_ts=saved_ts, model=model)
+        return Checkpoint(
+            version=int(version), saved_ts=saved_ts, model=model, report=report, state=state
+        )

@@ -14,6 +14,9 @@ comparable units so that one learning rate suits every weight:
 - `<name>_count`, `<name>_amount`: sign(v)·log1p(|v|), which tames long tails.
 - any other name: the value as a float.
 - a non-finite value (NaN, ±inf): dropped, i.e. treated as missing.
+- a text value (a category such as `lifecycle_stage`): one indicator per value the
+  registry declares for it, `<name>_<option>` = 1.0 for the value it has, 0.0 for the
+  others (all emitted, so that a scaler sees them vary).
 - `channel`, when given: one 0/1 indicator per channel, `channel_<value>`, all emitted.
 
 The rules go by name suffix, the convention of `features.registry`; a registry feature
@@ -32,6 +35,7 @@ import math
 from collections.abc import Mapping
 from enum import StrEnum
 
+from features.derived import CATEGORIES
 from features.events import Channel
 
 SECONDS_PER_DAY = 86_400.0
@@ -59,7 +63,7 @@ def transform_of(name: str) -> Transform:
 
 
 def vectorise(
-    features: Mapping[str, float | int],
+    features: Mapping[str, float | int | str],
     *,
     now: float,
     channel: Channel | None = None,
@@ -72,6 +76,10 @@ def vectorise(
     """
     x: dict[str, float] = {}
     for name, raw in features.items():
+        if isinstance(raw, str):  # a category: one 0/1 indicator per value it can take
+            for option in CATEGORIES.get(name, (raw,)):
+                x[f"{name}_{option}"] = 1.0 if option == raw else 0.0
+            continue
         value = float(raw)
         if not math.isfinite(value):
             continue

@@ -1,6 +1,7 @@
 """Propensity learned online with river: one logistic regression per action, scored vectorised.
 
-Each action has its own river model, `StandardScaler | LogisticRegression`, that learns
+Each action has its own river model, `FlooredStandardScaler | LogisticRegression` (river's
+standard scaler, never dividing by a deviation below MIN_STD), that learns
 one outcome at a time (`learn_one`): an impression followed by an acceptance is a
 positive, a decline a negative, always with the features as they were at decision time
 (the dict `models.features_vector.vectorise` made and the decision recorded). A new
@@ -59,7 +60,25 @@ from river import compose, linear_model, optim, preprocessing
 #: Priors are clipped into [PRIOR_CLIP, 1 - PRIOR_CLIP] so that their logit is finite.
 PRIOR_CLIP = 1e-6
 
-_SCALER = "StandardScaler"
+_SCALER = "FlooredStandardScaler"
+#: The smallest deviation a scaler divides by. Inputs valued at decision time (decayed
+#: sums, days since) drift by millionths between decisions seconds apart; divided by
+#: their own near-zero deviation, such drift would become a huge input and swamp the
+#: model. Real variation is far larger than this floor in every unit the inputs use.
+MIN_STD = 1e-3
+
+
+class FlooredStandardScaler(preprocessing.StandardScaler):
+    """river's StandardScaler that never divides by a deviation below MIN_STD."""
+
+    def transform_one(self, x: dict[str, float]) -> dict[str, float]:
+        means, variances = self.means, self.vars
+        return {
+            name: (value - means[name]) / max(variances[name] ** 0.5, MIN_STD)
+            if variances[name]
+            else 0.0
+            for name, value in x.items()
+        }
 _REGRESSION = "LogisticRegression"
 
 
@@ -162,7 +181,7 @@ class OnlinePropensity:
         )
         self.priors[action_id] = prior
         self._states[action_id] = _ActionState(
-            model=preprocessing.StandardScaler() | regression,
+            model=FlooredStandardScaler() | regression,
             precision={},
             intercept_precision=self.prior_strength * clipped * (1.0 - clipped),
         )
@@ -313,7 +332,8 @@ class OnlinePropensity:
         variance = np.array([scaler.vars[name] for name in names])
         weight = np.array([weights.get(name, 0.0) for name in names])
         precision = np.array([state.precision.get(name, 0.0) for name in names])
-        inv_std = np.divide(1.0, np.sqrt(variance), out=np.zeros_like(variance), where=variance > 0)
+        deviation = np.maximum(np.sqrt(variance), MIN_STD)
+        inv_std = np.divide(1.0, deviation, out=np.zeros_like(variance), where=variance > 0)
         slope = weight * inv_std
         self._linear[row, columns] = slope
         self._linear[row, columns + size] = -slope * mean

@@ -11,18 +11,22 @@ from redis.exceptions import RedisError
 from actions.decide import decide
 from api.deps import CustomerId, ServicesDep
 from api.responses import OrjsonResponse
+from features.derived import FEATURES
 from features.events import Channel
-from features.registry import FEATURES, default_features
+from features.reading import contact_history, default_features, read_features
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 
 
 @router.get("/{customer_id}")
 async def get_customer(customer_id: CustomerId, services: ServicesDep) -> OrjsonResponse:
-    """The customer's features: flat by name, and grouped by family with descriptions."""
-    features = await services.store.read(customer_id)
-    if features is None:
+    """The customer's features as of now: flat by name, grouped by family with descriptions,
+    and the contact history per action (shown, clicked, accepted, declined, when)."""
+    store = services.store
+    state = await store.read_state(customer_id)
+    if state is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no events seen for customer {customer_id}")
+    features = read_features(store.fold, state, time.time())
     families: dict[str, list[dict[str, Any]]] = {}
     for feature in FEATURES:
         families.setdefault(feature.family, []).append(
@@ -32,7 +36,14 @@ async def get_customer(customer_id: CustomerId, services: ServicesDep) -> Orjson
                 "description": feature.description,
             }
         )
-    return OrjsonResponse({"customer_id": customer_id, "features": features, "families": families})
+    return OrjsonResponse(
+        {
+            "customer_id": customer_id,
+            "features": features,
+            "families": families,
+            "contacts": contact_history(store.fold, state),
+        }
+    )
 
 
 @router.get("/{customer_id}/next-best-actions")

@@ -11,7 +11,7 @@ import yaml
 from actions.catalog import CatalogError, build_catalog, load_catalog, rule_context
 from engine.settings import DEFAULT_CATALOG
 from features.events import Channel
-from features.registry import default_features
+from features.reading import default_features
 
 
 def action(**overrides: Any) -> dict[str, Any]:

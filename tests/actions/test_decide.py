@@ -11,7 +11,7 @@ from actions.catalog import Catalog, build_catalog, load_catalog
 from actions.decide import Decision, decide
 from engine.settings import DEFAULT_CATALOG
 from features.events import Channel
-from features.registry import default_features
+from features.reading import default_features
 from models.exploration import EpsilonGreedy, Greedy, ThompsonSampling
 from models.features_vector import vectorise
 from models.online import OnlinePropensity

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,10 +20,12 @@ from api.app import create_app
 from engine.embedded import free_port
 from engine.settings import Settings
 from engine.topics import ensure_topics
+from features.derived import FEATURES
 from features.events import Event, decode_message
-from features.registry import FEATURES
+from features.state import FeatureFold
 from features.store import RedisFeatureStore
-from models.checkpoints import CheckpointStore
+from models.checkpoints import CheckpointStore, LearnerState
+from models.offpolicy import BanditLog, LoggedDecision
 from models.online import OnlinePropensity
 
 TS = "2026-01-05T09:30:00Z"
@@ -100,7 +103,7 @@ async def published(settings: Settings, expected: int) -> list[Event]:
 
 async def write_features(redis: Redis, settings: Settings, events: list[dict[str, Any]]) -> None:
     store = RedisFeatureStore(
-        redis, key_prefix=settings.key_prefix, dedup_ttl_seconds=settings.dedup_ttl_seconds
+        redis, FeatureFold(settings.feature_config()), key_prefix=settings.key_prefix
     )
     await store.apply([Event.model_validate(item) for item in events])
 
@@ -264,7 +267,8 @@ async def test_next_best_actions_are_ranked_with_a_decision_id_and_recorded(
     # 6 transactions of 600: the personal loan (txn_amount >= 1000) is eligible and ranks first
     assert actions[0]["action_id"] == "personal_loan"
     assert again["decision_id"] != body["decision_id"]
-    log = DecisionLog(redis, key_prefix=settings.key_prefix, ttl_seconds=60)
+    log = DecisionLog(redis, key_prefix=settings.key_prefix, ttl_seconds=60,
+                      no_answer_window_s=30.0, no_answer_mode="negative")  # fmt: skip
     logged = await log.fetch("C1", body["decision_id"])
     assert logged is not None
     assert [(shown.action_id, shown.rank, shown.probability) for shown in logged.shown] == [
@@ -350,12 +354,21 @@ async def test_models_shows_the_priors_before_any_checkpoint(
     catalog = load_catalog(settings.catalog_path)
     assert propensity["outcomes_learned"] == {action.id: 0 for action in catalog.actions}
     assert propensity["refused_checkpoints"] == {"count": 0, "last": None}
+    validation = propensity["validation"]
+    assert validation["overall"]["outcomes"] == 0
+    assert validation["overall"]["log_loss"] is None
+    assert set(validation["actions"]) == {action.id for action in catalog.actions}
+    assert propensity["drift"]["detected"] == 0
+    assert propensity["drift"]["alerts"] == []
     assert body["exploration"] == {"policy": "thompson", "draws": 256}
     assert body["attribution"] == {
         "forwarded": 0,
         "duplicates": 0,
         "unknown_decision": 0,
         "not_shown": 0,
+        "late": 0,
+        "no_answer": 0,
+        "no_answer_ignored": 0,
     }
 
 
@@ -427,6 +440,75 @@ async def test_new_versions_serve_within_5_s_and_a_bad_signature_is_refused(
     await store.save(learned_model(settings, "travel_insurance", 9), expected_version=2)
     body = await wait_for_version(api, 3)
     assert body["propensity"]["outcomes_learned"]["travel_insurance"] == 9
+
+
+async def test_every_replica_shows_the_figures_saved_with_the_serving_version(
+    redis: Redis, settings: Settings
+) -> None:
+    state = LearnerState()
+    rng = random.Random(1)
+    for n in range(4000):
+        accepted = rng.random() < (0.05 if n < 2000 else 0.5)
+        state.validation.update("travel_insurance", 0.3 if accepted else 0.1, accepted)
+        state.drift.update("travel_insurance", accepted, ts=1_800_000_000.0 + n)
+    model = learned_model(settings, "travel_insurance", 4000)
+    await checkpoints(redis, settings).save(model, expected_version=0, state=state)
+    async with serve(settings) as first, serve(settings) as second:
+        shown = [(await api.get("/v1/models")).json()["propensity"] for api in (first, second)]
+    assert shown[0]["validation"] == shown[1]["validation"]
+    assert shown[0]["drift"] == shown[1]["drift"]
+    figures = shown[0]["validation"]["actions"]["travel_insurance"]
+    assert figures["outcomes"] == 4000
+    assert figures["roc_auc"] == 1.0  # the predictions separate the answers
+    assert shown[0]["validation"]["overall"]["outcomes"] == 4000
+    drift = shown[0]["drift"]
+    assert (drift["detected"], drift["by_action"]) == (1, {"travel_insurance": 1})
+    [alert] = drift["alerts"]
+    assert alert["action_id"] == "travel_insurance"
+    assert alert["ts"] > 1_800_000_000.0 + 2000
+    assert alert["accept_rate_before"] < 0.1 < alert["accept_rate_since"]
+
+
+# --- GET /v1/models/offpolicy -------------------------------------------------------------
+
+
+async def test_offpolicy_without_logged_outcomes_has_no_estimate(api: httpx.AsyncClient) -> None:
+    response = await api.get("/v1/models/offpolicy")
+    assert response.status_code == 200
+    assert response.json() == {"model_version": 0, "log_size": 10_000, "records": 0,
+                               "skipped": 0, "logged": None, "policies": {}}  # fmt: skip
+
+
+async def test_offpolicy_estimates_policies_from_the_latest_logged_outcomes(
+    api: httpx.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    candidates = ["travel_insurance", "savings_account", "gone_from_the_catalog"]
+    rng = random.Random(2)
+    records = [
+        LoggedDecision({"channel_web": 1.0}, candidates[:2], candidates[i % 2], 0.5,
+                       float(rng.random() < 0.1))
+        for i in range(300)
+    ] + [LoggedDecision({}, candidates, candidates[0], 0.4, 1.0)]  # fmt: skip
+    size = settings.offpolicy_log_size
+    await BanditLog(redis, key_prefix=settings.key_prefix, size=size).append(records)
+    response = await api.get("/v1/models/offpolicy", params={"limit": 200})
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["records"], body["skipped"]) == (199, 1)  # the latest 200 were read
+    assert set(body["policies"]) == {"greedy", "uniform"}
+    uniform = body["policies"]["uniform"]["ips"]
+    low, high = uniform["ci95"]
+    assert low < uniform["value"] < high
+    assert uniform["value"] == pytest.approx(body["logged"]["value"])  # logged uniformly
+    assert (await api.get("/v1/models/offpolicy", params={"limit": 0})).status_code == 422
+
+
+async def test_offpolicy_is_a_503_when_redis_is_down(
+    api_without_redis: httpx.AsyncClient,
+) -> None:
+    response = await api_without_redis.get("/v1/models/offpolicy")
+    assert response.status_code == 503
+    assert "bandit log cannot be read" in response.json()["detail"]
 
 
 # --- GET /healthz ------------------------------------------------------------------------

@@ -59,3 +59,16 @@ def test_a_misspelt_variable_is_an_error_naming_it(monkeypatch: pytest.MonkeyPat
 def test_known_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NBA_TOPIC_PARTITIONS", "12")
     assert Settings.from_environment().topic_partitions == 12
+
+
+def test_the_no_answer_window_must_be_shorter_than_the_decision_ttl() -> None:
+    assert Settings(no_answer_window_s=3599, decision_ttl_seconds=3600).no_answer_mode == "negative"
+    with pytest.raises(ValidationError, match="must be shorter than NBA_DECISION_TTL_SECONDS"):
+        Settings(no_answer_window_s=3600, decision_ttl_seconds=3600)
+
+
+@pytest.mark.parametrize("bad", [{"no_answer_window_s": 0}, {"no_answer_mode": "decline"},
+                                 {"offpolicy_log_size": 0}])  # fmt: skip
+def test_bad_no_answer_and_offpolicy_settings_are_refused(bad: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**bad)  # type: ignore[arg-type]

@@ -2,33 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
-import re
 
-import pytest
 from redis.asyncio import Redis
 
 from engine.settings import Settings
+from features.config import FeatureConfig
 from features.events import Channel, Event
-from features.registry import Op, default_features, updates_for
-from features.store import ApplyResult, RedisFeatureStore
+from features.reading import read_features
+from features.state import FeatureFold
+from features.store import RedisFeatureStore
 
 CUSTOMERS = ["C1", "C2", "C3", "user@example.com", "K-9.x"]
 TYPES = ["transaction", "login", "deposit", "page_view", "transaction", "withdrawal"]
 T0 = 1767605400.0
+FOLD = FeatureFold(FeatureConfig())
 
 
-def make_events(count: int, seed: int = 7) -> list[Event]:
+def make_events(count: int, seed: int = 7, prefix: str = "e") -> list[Event]:
+    """Events over ~30 hours in time order (within the allowed lateness of each other)."""
     rng = random.Random(seed)
     events = []
     for i in range(count):
         event_type = rng.choice(TYPES)
         fields = {
-            "event_id": f"e{i:04d}",
+            "event_id": f"{prefix}{i:04d}",
             "customer_id": rng.choice(CUSTOMERS),
             "type": event_type,
             "channel": rng.choice(list(Channel)).value,
-            "ts": T0 + rng.randrange(0, 86_400 * 30) + rng.choice([0.0, 0.25, 0.5]),
+            "ts": T0 + i * 60 + rng.choice([0.0, 0.25, 0.5]),
         }
         if event_type in ("transaction", "deposit", "withdrawal"):
             fields["amount"] = rng.randrange(0, 100_000) / 100
@@ -36,161 +39,84 @@ def make_events(count: int, seed: int = 7) -> list[Event]:
     return events
 
 
-def reference(events: list[Event]) -> dict[str, dict[str, float | int]]:
-    """The features each customer should have, folded in plain Python."""
-    stored: dict[str, dict[str, float]] = {}
+def reference(events: list[Event]) -> dict[str, bytes]:
+    """Each customer's encoded state, folded in this process without Redis."""
+    states = {}
     for event in events:
-        fields = stored.setdefault(event.customer_id, {})
-        for update in updates_for(event):
-            current = fields.get(update.field)
-            if update.op is Op.ADD:
-                fields[update.field] = (current or 0.0) + update.value
-            elif current is None:
-                fields[update.field] = update.value
-            elif update.op is Op.MAX:
-                fields[update.field] = max(current, update.value)
-            else:
-                fields[update.field] = min(current, update.value)
-    result = {}
-    for customer, fields in stored.items():
-        values = default_features()
-        for name, value in fields.items():
-            values[name] = int(value) if isinstance(values[name], int) else value
-        result[customer] = values
-    return result
+        FOLD.apply(states.setdefault(event.customer_id, FOLD.new_state()), event)
+    for state in states.values():
+        FOLD.prune(state)
+    return {customer: FOLD.encode(state) for customer, state in states.items()}
 
 
-def store_for(
-    redis: Redis, settings: Settings, suffix: str = "", ttl: int = 600
-) -> RedisFeatureStore:
-    return RedisFeatureStore(redis, key_prefix=settings.key_prefix + suffix, dedup_ttl_seconds=ttl)
+def store_for(redis: Redis, settings: Settings, suffix: str = "") -> RedisFeatureStore:
+    return RedisFeatureStore(redis, FOLD, key_prefix=settings.key_prefix + suffix)
 
 
-async def read_all(store: RedisFeatureStore) -> dict[str, dict[str, float | int] | None]:
-    return {customer: await store.read(customer) for customer in CUSTOMERS}
+async def stored_states(store: RedisFeatureStore) -> dict[str, bytes]:
+    states = {}
+    for customer in CUSTOMERS:
+        state = await store.read_state(customer)
+        if state is not None:
+            states[customer] = FOLD.encode(state)
+    return states
 
 
-async def test_apply_then_read_equals_a_python_reference(redis: Redis, settings: Settings) -> None:
+async def test_apply_then_read_equals_the_in_process_fold(redis: Redis, settings: Settings) -> None:
+    store = store_for(redis, settings)
+    events = make_events(300)
+    for start in range(0, 300, 50):
+        result = await store.apply(events[start : start + 50])
+        assert (result.applied, result.duplicates, result.late) == (50, 0, [])
+    assert await stored_states(store) == reference(events)
+    features = await store.read("C1", now=T0 + 86_400)
+    assert features == read_features(FOLD, await store.read_state("C1"), T0 + 86_400)
+    assert features is not None
+    assert features["event_count"] > 0
+
+
+async def test_replays_and_duplicates_change_nothing(redis: Redis, settings: Settings) -> None:
     store = store_for(redis, settings)
     events = make_events(120)
-    assert await store.apply(events) == ApplyResult(applied=120, duplicates=0)
-    expected = reference(events)
-    assert set(expected) == set(CUSTOMERS)
-    for customer, features in (await read_all(store)).items():
-        assert features is not None
-        assert features == pytest.approx(expected[customer], rel=1e-12)
-        assert [type(value) for value in features.values()] == [
-            type(value) for value in expected[customer].values()
-        ]
+    await store.apply(events)
+    before = await stored_states(store)
+    replay = events[40:] + events[:10] + events[:10]
+    result = await store.apply(replay)
+    assert (result.applied, result.duplicates) == (0, len(replay))
+    assert await stored_states(store) == before
 
 
-async def test_apply_in_several_batches_equals_one_batch(redis: Redis, settings: Settings) -> None:
-    events = make_events(90)
-    whole, batched = store_for(redis, settings, "whole:"), store_for(redis, settings, "batched:")
-    await whole.apply(events)
-    for start in range(0, len(events), 17):
-        await batched.apply(events[start : start + 17])
-    assert await read_all(batched) == await read_all(whole)
-
-
-async def test_applying_the_same_events_twice_changes_nothing(
-    redis: Redis, settings: Settings
-) -> None:
+async def test_late_events_are_returned_with_their_reason(redis: Redis, settings: Settings) -> None:
     store = store_for(redis, settings)
-    events = make_events(60)
-    assert await store.apply(events) == ApplyResult(applied=60, duplicates=0)
-    once = await read_all(store)
-    assert await store.apply(events) == ApplyResult(applied=0, duplicates=60)
-    assert await read_all(store) == once
-    some_again = events[10:20]
-    assert await store.apply(some_again) == ApplyResult(applied=0, duplicates=10)
-    assert await read_all(store) == once
-
-
-async def test_a_duplicate_inside_one_batch_is_applied_once(
-    redis: Redis, settings: Settings
-) -> None:
-    store = store_for(redis, settings)
-    event = make_events(1)[0]
-    assert await store.apply([event, event, event]) == ApplyResult(applied=1, duplicates=2)
-    features = await store.read(event.customer_id)
-    assert features is not None
-    assert features["event_count"] == 1
-
-
-async def test_reordered_events_give_identical_features(redis: Redis, settings: Settings) -> None:
-    events = make_events(150)
-    shuffled = list(events)
-    random.Random(3).shuffle(shuffled)
-    in_order = store_for(redis, settings, "a:")
-    reordered = store_for(redis, settings, "b:")
-    reversed_ = store_for(redis, settings, "c:")
-    await in_order.apply(events)
-    await reordered.apply(shuffled)
-    await reversed_.apply(list(reversed(events)))
-    expected = await read_all(in_order)
-    assert await read_all(reordered) == expected
-    assert await read_all(reversed_) == expected
-
-
-async def test_first_and_last_seen_follow_event_time_not_arrival(
-    redis: Redis, settings: Settings
-) -> None:
-    store = store_for(redis, settings)
-    late = Event.model_validate(
-        {"event_id": "late", "customer_id": "C1", "type": "login", "channel": "web", "ts": T0 + 100}
+    now = Event.model_validate(
+        {"event_id": "n", "customer_id": "C1", "type": "login", "channel": "web", "ts": T0}
     )
-    early = late.model_copy(update={"event_id": "early", "ts": late.ts.replace(year=2025)})
-    await store.apply([late])
-    await store.apply([early])  # arrives last, happened first
-    features = await store.read("C1")
-    assert features is not None
-    assert features["last_seen_ts"] == late.epoch_seconds
-    assert features["first_seen_ts"] == early.epoch_seconds
-    assert features["ch_web_last_ts"] == late.epoch_seconds
-    assert features["event_count"] == 2
+    old = now.model_copy(update={"event_id": "o", "ts": now.ts.replace(year=2025)})
+    result = await store.apply([now, old])
+    assert result.applied == 1
+    assert [late.event.event_id for late in result.late] == ["o"]
+    assert "allowed lateness" in result.late[0].reason
 
 
-async def test_applying_nothing_is_a_no_op(redis: Redis, settings: Settings) -> None:
+async def test_concurrent_writers_lose_no_update(redis: Redis, settings: Settings) -> None:
+    """Two writers applying to the same customers at once (a rebalance hand-over): every
+    event counts once — the optimistic transaction retries the loser."""
+    events = make_events(400)
+    first, second = store_for(redis, settings), store_for(redis, settings)
+    batches = [events[i : i + 20] for i in range(0, 400, 20)]
+    results = await asyncio.gather(
+        *((first if index % 2 else second).apply(batch) for index, batch in enumerate(batches))
+    )
+    assert sum(result.applied for result in results) == 400
+    counts = [await first.read(customer, now=T0) for customer in CUSTOMERS]
+    assert sum(features["event_count"] for features in counts if features) == 400
+
+
+async def test_delete_removes_the_customer(redis: Redis, settings: Settings) -> None:
     store = store_for(redis, settings)
-    assert await store.apply([]) == ApplyResult(applied=0, duplicates=0)
-    assert await redis.keys(f"{settings.key_prefix}*") == []
-
-
-async def test_read_of_an_unknown_customer_is_none(redis: Redis, settings: Settings) -> None:
-    store = store_for(redis, settings)
-    await store.apply(make_events(10))
-    assert await store.read("never-seen") is None
-
-
-async def test_keys_carry_the_prefix_and_the_customer_hash_tag(
-    redis: Redis, settings: Settings
-) -> None:
-    store = store_for(redis, settings)
-    events = make_events(40)
+    events = make_events(10)
     await store.apply(events)
-    keys = {key.decode() async for key in redis.scan_iter(match=f"{settings.key_prefix}*")}
-    expected = {f"{settings.key_prefix}cust:{{{e.customer_id}}}:f" for e in events} | {
-        f"{settings.key_prefix}cust:{{{e.customer_id}}}:e:{e.event_id}" for e in events
-    }
-    assert keys == expected
-    by_id = {event.event_id: event.customer_id for event in events}
-    for key in keys:
-        # Redis Cluster hashes only what is inside the first {...}: the customer id
-        tag = re.search(r"\{([^}]*)\}", key)
-        assert tag is not None
-        assert tag.group(1) in CUSTOMERS
-        if ":e:" in key:
-            assert tag.group(1) == by_id[key.rsplit(":e:", 1)[1]]
-    assert store.customer_key("C1", "f") == f"{settings.key_prefix}cust:{{C1}}:f"
-
-
-async def test_dedup_markers_expire_within_the_configured_ttl(
-    redis: Redis, settings: Settings
-) -> None:
-    store = store_for(redis, settings, ttl=120)
-    events = make_events(20)
-    await store.apply(events)
-    for event in events:
-        ttl = await redis.ttl(store.customer_key(event.customer_id, f"e:{event.event_id}"))
-        assert 0 < ttl <= 120
+    customer = events[0].customer_id
+    assert await store.delete(customer)
+    assert await store.read_state(customer) is None
+    assert not await store.delete(customer)

@@ -108,7 +108,7 @@ def test_up_uses_configured_servers_instead_of_starting_its_own(
         event = {"event_id": "cfg-1", "customer_id": "C7", "type": "login",
                  "channel": "web", "ts": "2026-02-01T10:00:00Z"}  # fmt: skip
         assert httpx.post(f"{api_url}/v1/events", json=event).status_code == 202
-        features_key = f"{settings.key_prefix}cust:{{C7}}:f".encode()
+        features_key = f"{settings.key_prefix}cust:{{C7}}:s".encode()
         with redis.Redis.from_url(str(settings.redis_url)) as client:
             deadline = time.monotonic() + 30
             while not client.exists(features_key):

@@ -16,10 +16,16 @@ from redis.asyncio import Redis
 from engine.settings import Settings
 from features.events import Event
 from features.publisher import EventPublisher
+from features.state import FeatureFold
 from features.stats import IngestCounts, IngestStats
 from features.store import RedisFeatureStore
 
 CHANNELS = ("branch", "atm", "mobile", "web", "call_centre", "pos")
+#: The features the batch reference below computes.
+REFERENCE_FEATURES = {
+    "event_count", "first_seen_ts", "last_seen_ts", "txn_count", "txn_amount",
+    *(f"ch_{channel}_{suffix}" for channel in CHANNELS for suffix in ("count", "last_ts")),
+}  # fmt: skip
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 DRAIN_TIMEOUT_S = 60.0
 
@@ -34,8 +40,9 @@ def generate_events(count: int, customers: int, seed: int) -> list[dict[str, Any
             "event_id": f"e{seed}-{index}",
             "customer_id": f"C{rng.randrange(customers):03d}",
             "channel": channel,
-            # event time deliberately out of arrival order: features go by event time
-            "ts": (START + timedelta(minutes=rng.randrange(0, 60 * 24 * 30))).isoformat(),
+            # event time deliberately out of arrival order (within the allowed lateness of
+            # two days): features go by event time
+            "ts": (START + timedelta(minutes=rng.randrange(0, 60 * 40))).isoformat(),
         }
         if channel in ("pos", "web") and rng.random() < 0.7:
             event |= {"type": "transaction", "amount": rng.randrange(100, 50_000) / 100}
@@ -110,6 +117,8 @@ async def test_thousand_events_reach_features_exactly_and_bad_ones_dead_letter(
              "ts": START.isoformat()},
             {"event_id": "n2", "customer_id": "N1", "type": "login", "channel": "email",
              "ts": (START + timedelta(hours=1)).isoformat()},
+            {"event_id": "late1", "customer_id": "N1", "type": "login", "channel": "web",
+             "ts": (START - timedelta(days=10)).isoformat()},
         ]  # fmt: skip
         await producer.send_and_wait(settings.events_topic, orjson.dumps(neighbours), partition=0)
         await producer.send_and_wait(settings.events_topic, b"{not json", partition=1)
@@ -118,11 +127,11 @@ async def test_thousand_events_reach_features_exactly_and_bad_ones_dead_letter(
         await producer.stop()
 
     stats = IngestStats(redis, key_prefix=settings.key_prefix)
-    counts = await wait_for_processed(stats, expected=1000 + 2 + 2)
-    assert counts == IngestCounts(applied=1002, duplicates=0, dead_lettered=2)
+    counts = await wait_for_processed(stats, expected=1000 + 3 + 2)
+    assert counts == IngestCounts(applied=1002, duplicates=0, dead_lettered=3)
 
     store = RedisFeatureStore(
-        redis, key_prefix=settings.key_prefix, dedup_ttl_seconds=settings.dedup_ttl_seconds
+        redis, FeatureFold(settings.feature_config()), key_prefix=settings.key_prefix
     )
     expected = reference_features(raw_events)
     for customer_id, expected_features in expected.items():
@@ -130,7 +139,7 @@ async def test_thousand_events_reach_features_exactly_and_bad_ones_dead_letter(
         assert stored is not None, customer_id
         for name, value in expected_features.items():
             assert round(stored[name], 2) == round(value, 2), (customer_id, name)
-        touched = {name for name, value in stored.items() if value}
+        touched = {name for name in REFERENCE_FEATURES if stored[name]}
         assert touched == set(expected_features), customer_id
 
     neighbour = await store.read("N1")
@@ -140,11 +149,12 @@ async def test_thousand_events_reach_features_exactly_and_bad_ones_dead_letter(
     assert neighbour["ch_email_count"] == 1
     assert neighbour["txn_count"] == 0
 
-    dead = await read_dead_letters(settings, expected=2)
+    dead = await read_dead_letters(settings, expected=3)
     reasons = {record["item"]["event_id"] if isinstance(record["item"], dict) else "raw":
                record["reason"] for record in dead}  # fmt: skip
     assert "amount is required" in reasons["bad1"]
     assert "not valid JSON" in reasons["raw"]
+    assert "allowed lateness" in reasons["late1"]
 
 
 async def test_replaying_the_stream_changes_nothing(
@@ -155,17 +165,18 @@ async def test_replaying_the_stream_changes_nothing(
     await producer.start()
     stats = IngestStats(redis, key_prefix=settings.key_prefix)
     store = RedisFeatureStore(
-        redis, key_prefix=settings.key_prefix, dedup_ttl_seconds=settings.dedup_ttl_seconds
+        redis, FeatureFold(settings.feature_config()), key_prefix=settings.key_prefix
     )
     customers = sorted({event.customer_id for event in events})
     try:
         publisher = EventPublisher(producer, settings.events_topic)
         await publisher.publish(events)
         await wait_for_processed(stats, expected=300)
-        once = [await store.read(customer) for customer in customers]
+        now = START.timestamp() + 3 * 86_400  # one reading time: features decay with time
+        once = [await store.read(customer, now=now) for customer in customers]
         await publisher.publish(list(reversed(events)))
         counts = await wait_for_processed(stats, expected=600)
     finally:
         await producer.stop()
     assert counts == IngestCounts(applied=300, duplicates=300, dead_lettered=0)
-    assert [await store.read(customer) for customer in customers] == once
+    assert [await store.read(customer, now=now) for customer in customers] == once

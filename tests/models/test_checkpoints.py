@@ -10,6 +10,7 @@ from models import persistence
 from models.checkpoints import (
     CheckpointRefusedError,
     CheckpointStore,
+    LearnerState,
     StaleCheckpointError,
     with_priors,
 )
@@ -111,3 +112,52 @@ def test_with_priors_adds_new_actions_and_keeps_what_was_learned() -> None:
     assert model.outcomes("a") == 3
     assert model.priors["a"] == 0.05  # learned actions keep their own prior
     assert model.score({}, ["c"]) == pytest.approx([0.2])
+
+
+def state_with_figures() -> LearnerState:
+    state = LearnerState(no_answer_through="1700000000000-3")
+    for p, accepted in [(0.3, True), (0.1, False), (0.2, False)]:
+        state.validation.update("a", p, accepted)
+        state.drift.update("a", accepted, ts=1.0)
+    return state
+
+
+async def test_the_learner_state_and_its_report_are_saved_with_the_model(
+    checkpoints: CheckpointStore,
+) -> None:
+    state = state_with_figures()
+    saved = await checkpoints.save(learned(), expected_version=0, state=state)
+    assert saved.report == state.report(PRIORS)
+    assert saved.report["validation"]["actions"]["a"]["outcomes"] == 3
+    assert saved.report["validation"]["actions"]["b"]["outcomes"] == 0  # every model action
+    read = await checkpoints.latest()
+    assert read is not None
+    assert (read.report, read.state) == (saved.report, None)  # readers get the figures only
+    full = await checkpoints.latest(with_state=True)
+    assert full is not None
+    assert full.state is not None
+    assert full.state.no_answer_through == "1700000000000-3"
+    assert full.state.report(PRIORS) == saved.report
+
+
+async def test_a_save_without_a_state_stores_a_fresh_one(checkpoints: CheckpointStore) -> None:
+    await checkpoints.save(learned(), expected_version=0, state=state_with_figures())
+    await checkpoints.save(learned(), expected_version=1)
+    latest = await checkpoints.latest(with_state=True)
+    assert latest is not None
+    assert latest.state is not None
+    assert latest.state.no_answer_through == "0-0"
+    assert latest.report["validation"]["overall"]["outcomes"] == 0
+
+
+@pytest.mark.parametrize("field", ["report", "state"])
+async def test_figures_or_a_state_signed_under_another_key_are_refused(
+    checkpoints: CheckpointStore, redis: Redis, field: str
+) -> None:
+    await checkpoints.save(learned(), expected_version=0, state=state_with_figures())
+    forged = persistence.save(
+        LearnerState() if field == "state" else {"validation": {}}, key=OTHER_KEY
+    )
+    await redis.hset(checkpoints.key, field, forged)
+    with pytest.raises(CheckpointRefusedError, match="version 1 refused"):
+        await checkpoints.latest(with_state=True)

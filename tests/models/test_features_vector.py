@@ -1,4 +1,4 @@
-"""Features → learner input: the scales, "never", channels, purity, and a contract over FEATURES."""
+"""Features → learner input: the scales, "never", categories, channels and purity."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 import models.features_vector
 from features.events import Channel
-from features.registry import FEATURES, FeatureDef, Op, default_features
+from features.reading import default_features
 from models.features_vector import SECONDS_PER_DAY, Transform, transform_of, vectorise
 
 NOW = 1_767_605_400.0  # 2026-01-05T09:30:00Z
@@ -77,11 +77,13 @@ def test_the_transform_goes_by_suffix(name: str, transform: Transform) -> None:
     assert transform_of(name) is transform
 
 
-@pytest.mark.parametrize("feature", FEATURES, ids=lambda feature: feature.name)
-def test_every_registry_feature_has_the_transform_its_op_implies(feature: FeatureDef) -> None:
-    """Sums (counts, amounts) are logged; MIN/MAX features are event times."""
-    expected = Transform.LOG if feature.op is Op.ADD else Transform.RECENCY
-    assert transform_of(feature.name) is expected
+def test_a_category_becomes_one_indicator() -> None:
+    x = vectorise({"lifecycle_stage": "at_risk", "txn_count": 0}, now=NOW)
+    stages = {name: value for name, value in x.items() if name.startswith("lifecycle_stage_")}
+    assert stages["lifecycle_stage_at_risk"] == 1.0
+    assert sum(stages.values()) == 1.0
+    assert len(stages) == 6  # every stage is emitted, 0.0 when not the customer's
+    assert vectorise({"unknown_kind": "x"}, now=NOW) == {"unknown_kind_x": 1.0}
 
 
 def test_a_new_customer_vectorises_to_finite_small_numbers() -> None:

@@ -1,0 +1,312 @@
+"""One customer's stored features as one compact value, and the fold that applies events to it.
+
+`FeatureFold` compiles the registry's `STORED` declarations into, per (event type,
+channel), the short list of steps an event of that sort runs — so applying an event
+costs the features it touches, not the size of the registry. A `CustomerState` is
+encoded with MessagePack as one Redis string per customer: one read and one write per
+customer per batch, whatever the number of features (DESIGN.md: fewer commands per
+event and compact per-customer state are what raise throughput).
+
+Semantics, by kind (all by event time, never arrival time):
+- COUNT, SUM: exact integers (amounts in 1/AMOUNT_SCALE units) — any order, same result.
+- FIRST_TIME / LAST_TIME: earliest / latest event time, to the second.
+- LATEST: the value of the event with the latest time (ties: the larger value).
+- DAILY: count and amount per UTC day for the last 90 days (windows are counted back
+  from the read time), the number of distinct purchase days and the first day's amount.
+- DECAYED: Σ contribution · 2^-(age / half-life), kept relative to a per-customer
+  reference time. The one float aggregate: a different order changes at most the last
+  bits (relative error ~1e-15), not the value.
+
+Exactly-once effect: each applied event's id (an 8-byte BLAKE2b digest) is kept with
+its UTC day while the day is within the allowed lateness of the customer's latest event
+time (`watermark`); an event seen before is a DUPLICATE. An event older than the
+watermark minus the allowed lateness is LATE and not applied (the caller dead-letters
+it with the reason): its id may have been forgotten, so applying it could count it
+twice. Within that lateness, any order and any duplication give the same state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from array import array
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import msgpack
+
+from features.config import SECONDS_PER_DAY, WINDOWS_DAYS, FeatureConfig
+from features.events import Event
+from features.fold_compiler import compile_plans
+from features.registry import AMOUNT_SCALE, PRODUCTS, STORED, Kind, StoredFeature
+
+SCHEMA = 1
+DAILY_RETENTION_DAYS = max(WINDOWS_DAYS)
+#: Decayed sums grow as 2^(age/half-life) from their reference time; past this exponent
+#: the reference moves forward so that they stay far from float overflow.
+MAX_DECAY_EXPONENT = 500.0
+_PRODUCT_KEYS = frozenset(PRODUCTS)
+
+
+class Applied(Enum):
+    """What became of one event."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    LATE = "late"
+
+
+@dataclass(slots=True)
+class CustomerState:
+    """A customer's stored features: one slot per `STORED` feature, in registry order.
+
+    `watermark` is the latest event time applied (Unix seconds, 0 = no event yet);
+    `decay_epoch` the reference time of the decayed sums; `seen` the ids of the events
+    applied per UTC day, for the days still within the allowed lateness.
+    """
+
+    watermark: int
+    decay_epoch: int
+    seen: dict[int, array]
+    slots: list[Any]
+
+
+def event_digest(event_id: str) -> int:
+    """The 64-bit id kept for deduplication (collisions: ~1e-15 per customer and day)."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
+
+
+def _product_key(product: str | None) -> str | None:
+    if product is None:
+        return None
+    return product if product in _PRODUCT_KEYS else "other"
+
+
+def _empty_slot(feature: StoredFeature) -> Any:
+    if feature.key is not None:
+        return {}
+    if feature.kind is Kind.DAILY:
+        return [0, None, 0, {}]  # distinct days, first day, first day's units, buckets
+    if feature.kind is Kind.LATEST:
+        return None
+    if feature.kind is Kind.DECAYED:
+        return 0.0
+    return 0
+
+
+class FeatureFold:
+    """Applies events to `CustomerState`s, merges and encodes them, per a `FeatureConfig`."""
+
+    def __init__(self, config: FeatureConfig, stored: tuple[StoredFeature, ...] = STORED) -> None:
+        self.config = config
+        self.stored = stored
+        self._lateness = config.allowed_lateness_s
+        self._inverse_half_lives = [
+            1.0 / config.half_life_s(f.decay) if f.decay else 0.0 for f in stored
+        ]
+        self._decayed = [i for i, f in enumerate(stored) if f.kind is Kind.DECAYED]
+        self._min_half_life = min(
+            (config.half_life_s(stored[i].decay or "") for i in self._decayed), default=1.0
+        )
+        self._plans = compile_plans(stored)
+        self._plan_decays = {
+            (event_type, channel): tuple(
+                sorted(
+                    {
+                        (f.decay, 1.0 / config.half_life_s(f.decay))
+                        for f in stored
+                        if f.decay is not None
+                        and (f.event_types is None or event_type in f.event_types)
+                        and (f.channel is None or f.channel is channel)
+                    }
+                )
+            )
+            for event_type, channel in self._plans
+        }
+
+    # -- states ----------------------------------------------------------------------------
+
+    def new_state(self) -> CustomerState:
+        """The state of a customer never seen."""
+        return CustomerState(0, 0, {}, [_empty_slot(f) for f in self.stored])
+
+    def apply(self, state: CustomerState, event: Event) -> Applied:
+        """Apply one event to the state (in place) unless it is a duplicate or too late."""
+        ts = int(event.ts.timestamp())
+        if state.watermark and ts < state.watermark - self._lateness:
+            return Applied.LATE
+        day = ts // SECONDS_PER_DAY
+        digest = event_digest(event.event_id)
+        ids = state.seen.get(day)
+        if ids is None:
+            state.seen[day] = ids = array("Q")
+        elif digest in ids:
+            return Applied.DUPLICATE
+        ids.append(digest)
+        if not state.decay_epoch:
+            state.decay_epoch = day * SECONDS_PER_DAY
+        elif (ts - state.decay_epoch) / self._min_half_life > MAX_DECAY_EXPONENT:
+            self._move_decay_epoch(state, day * SECONDS_PER_DAY)
+        plan = (event.type, event.channel)
+        epoch = state.decay_epoch
+        weights = {
+            group: 2.0 ** ((ts - epoch) * inverse) for group, inverse in self._plan_decays[plan]
+        }
+        amount = event.amount
+        self._plans[plan](
+            state.slots,
+            ts,
+            0 if amount is None else round(amount * AMOUNT_SCALE),
+            event.channel,
+            _product_key(event.product),
+            event.action_id,
+            event.attrs,
+            event,
+            weights,
+        )
+        if ts > state.watermark:
+            state.watermark = ts
+        return Applied.APPLIED
+
+    def apply_all(self, state: CustomerState, events: Iterable[Event]) -> list[Applied]:
+        """Apply events in order, then forget what the watermark has left behind."""
+        results = [self.apply(state, event) for event in events]
+        self.prune(state)
+        return results
+
+    def prune(self, state: CustomerState) -> None:
+        """Drop event ids and daily buckets too old to matter any more (idempotent)."""
+        if not state.watermark:
+            return
+        oldest_seen = (state.watermark - self._lateness) // SECONDS_PER_DAY
+        for day in [day for day in state.seen if day < oldest_seen]:
+            del state.seen[day]
+        oldest_bucket = state.watermark // SECONDS_PER_DAY - DAILY_RETENTION_DAYS + 1
+        for index, feature in enumerate(self.stored):
+            if feature.kind is Kind.DAILY:
+                buckets = state.slots[index][3]
+                for day in [day for day in buckets if day < oldest_bucket]:
+                    del buckets[day]
+
+    def _move_decay_epoch(self, state: CustomerState, epoch: int) -> None:
+        """Rescale every decayed sum to a new reference time."""
+        for index in self._decayed:
+            factor = 2.0 ** ((state.decay_epoch - epoch) * self._inverse_half_lives[index])
+            slot = state.slots[index]
+            if isinstance(slot, dict):
+                for key in slot:
+                    slot[key] *= factor
+            else:
+                state.slots[index] = slot * factor
+        state.decay_epoch = epoch
+
+    def decay_factor(self, state: CustomerState, index: int, now: float) -> float:
+        """What a stored decayed sum is multiplied by to give its value at `now`."""
+        return 2.0 ** ((state.decay_epoch - now) * self._inverse_half_lives[index])
+
+    # -- identity merges ------------------------------------------------------------------
+
+    def merge(self, into: CustomerState, other: CustomerState) -> None:
+        """Fold another identity's state into `into`, as if its events had been applied to it.
+
+        Counts, sums, daily buckets and decayed sums add; first/last times take the
+        min/max; latest values keep the later one; event ids are united. One
+        approximation: purchase days both identities share that are older than the 90
+        daily buckets are counted twice in the distinct-day count.
+        """
+        if not other.watermark:
+            return
+        if not into.decay_epoch:
+            into.decay_epoch = other.decay_epoch
+        for index, feature in enumerate(self.stored):
+            mine, theirs = into.slots[index], other.slots[index]
+            if feature.kind is Kind.DAILY:
+                _merge_daily(mine, theirs)
+                continue
+            combine = _COMBINE[feature.kind]
+            factor = 1.0
+            if feature.kind is Kind.DECAYED:
+                factor = 2.0 ** (
+                    (other.decay_epoch - into.decay_epoch) * self._inverse_half_lives[index]
+                )
+            if feature.key is None:
+                if theirs is not None:
+                    into.slots[index] = combine(mine, theirs * factor if factor != 1.0 else theirs)
+                continue
+            for key, value in theirs.items():
+                mine[key] = combine(mine.get(key), value * factor if factor != 1.0 else value)
+        for day, ids in other.seen.items():
+            known = into.seen.setdefault(day, array("Q"))
+            known.extend(digest for digest in ids if digest not in known)
+        into.watermark = max(into.watermark, other.watermark)
+        self.prune(into)
+
+    # -- the stored form ------------------------------------------------------------------
+
+    def encode(self, state: CustomerState) -> bytes:
+        """The MessagePack form kept in Redis."""
+        seen = {day: ids.tobytes() for day, ids in state.seen.items()}
+        return msgpack.packb([SCHEMA, state.watermark, state.decay_epoch, seen, *state.slots])
+
+    def decode(self, raw: bytes) -> CustomerState:
+        """A state from its stored form; refuses a form this code does not know."""
+        items = msgpack.unpackb(raw, strict_map_key=False)
+        if not isinstance(items, list) or not items or items[0] != SCHEMA:
+            version = items[0] if isinstance(items, list) and items else None
+            raise ValueError(f"stored customer state has schema {version!r}, expected {SCHEMA}")
+        _, watermark, epoch, seen, *slots = items
+        if len(slots) != len(self.stored):
+            raise ValueError(
+                f"stored customer state has {len(slots)} features, this registry {len(self.stored)}"
+            )
+        ids = {}
+        for day, raw_ids in seen.items():
+            ids[day] = array("Q")
+            ids[day].frombytes(raw_ids)
+        return CustomerState(watermark, epoch, ids, slots)
+
+
+def _merge_daily(mine: list[Any], theirs: list[Any]) -> None:
+    buckets = mine[3]
+    shared_days = sum(1 for day in theirs[3] if day in buckets)
+    for day, (count, units) in theirs[3].items():
+        bucket = buckets.get(day)
+        if bucket is None:
+            buckets[day] = [count, units]
+        else:
+            bucket[0] += count
+            bucket[1] += units
+    mine[0] += theirs[0] - shared_days
+    if theirs[1] is not None and (mine[1] is None or theirs[1] < mine[1]):
+        mine[1], mine[2] = theirs[1], theirs[2]
+    elif theirs[1] is not None and theirs[1] == mine[1]:
+        mine[2] += theirs[2]
+
+
+def _add(current: Any, value: Any) -> Any:
+    return value if current is None else current + value
+
+
+def _earliest(current: Any, value: Any) -> Any:
+    if not value:  # 0: never (a merged state that never saw such an event)
+        return current
+    return value if not current or value < current else current
+
+
+def _latest_time(current: Any, value: Any) -> Any:
+    return value if current is None or value > current else current
+
+
+def _latest_value(current: Any, value: Any) -> Any:
+    return value if current is None or value > current else current
+
+
+_COMBINE: dict[Kind, Callable[[Any, Any], Any]] = {
+    Kind.COUNT: _add,
+    Kind.SUM: _add,
+    Kind.DECAYED: _add,
+    Kind.FIRST_TIME: _earliest,
+    Kind.LAST_TIME: _latest_time,
+    Kind.LATEST: _latest_value,
+}

@@ -1,0 +1,323 @@
+"""The fold of events into a customer's state and its reading: semantics per feature family."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from features.config import SECONDS_PER_DAY, FeatureConfig
+from features.events import Event
+from features.reading import contact_history, read_features
+from features.registry import STORED, Kind
+from features.state import Applied, CustomerState, FeatureFold
+
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC).timestamp()  # a Monday, midday
+DAY = SECONDS_PER_DAY
+FOLD = FeatureFold(FeatureConfig())
+_counter = iter(range(10**9))
+
+
+def event(kind: str, at: float, channel: str = "mobile", **fields: Any) -> Event:
+    return Event.model_validate(
+        {
+            "event_id": fields.pop("event_id", f"e{next(_counter)}"),
+            "customer_id": fields.pop("customer_id", "C1"),
+            "type": kind,
+            "channel": channel,
+            "ts": at,
+            **fields,
+        }
+    )
+
+
+def fold(events: list[Event], fold: FeatureFold = FOLD) -> CustomerState:
+    state = fold.new_state()
+    fold.apply_all(state, events)
+    return state
+
+
+def features_of(events: list[Event], now: float, **kwargs: Any) -> dict[str, Any]:
+    return read_features(FOLD, fold(events), now, **kwargs)
+
+
+def test_counts_sums_and_times_are_exact() -> None:
+    events = [
+        event("transaction", T0, "pos", amount=0.1),
+        event("transaction", T0 + 60, "pos", amount=0.2),
+        event("login", T0 - 3600, "web"),
+    ]
+    values = features_of(events, now=T0 + 120)
+    assert values["txn_count"] == 2
+    assert values["txn_amount"] == 0.3  # exact: 0.1 + 0.2 would be 0.30000000000000004
+    assert values["event_count"] == 3
+    assert values["first_seen_ts"] == int(T0 - 3600)
+    assert values["last_seen_ts"] == int(T0 + 60)
+    assert values["txn_first_ts"] == int(T0)
+    assert values["ch_pos_count"] == 2
+    assert values["ch_web_last_ts"] == int(T0 - 3600)
+    assert values["ch_branch_count"] == 0
+
+
+def test_decayed_values_halve_every_half_life() -> None:
+    half_life = FOLD.config.half_lives_days["frequency"] * DAY
+    values = features_of([event("transaction", T0, "pos", amount=80.0)], now=T0 + half_life)
+    assert values["txn_decayed_count"] == pytest.approx(0.5, rel=1e-12)
+    assert values["txn_decayed_amount"] == pytest.approx(40.0, rel=1e-12)
+    two = features_of(
+        [
+            event("transaction", T0, "pos", amount=1.0),
+            event("transaction", T0 + DAY, "pos", amount=1.0),
+        ],
+        now=T0 + DAY,
+    )
+    assert two["txn_decayed_count"] == pytest.approx(1 + 2 ** (-DAY / half_life), rel=1e-12)
+
+
+def test_windows_count_back_whole_utc_days_from_the_read_day() -> None:
+    days_ago = [120, 90, 89, 30, 29, 7, 6, 0]  # in time order: none is late
+    events = [event("transaction", T0 - d * DAY, "pos", amount=10.0) for d in days_ago]
+    values = features_of(events, now=T0)
+    assert values["txn_count_7d"] == 2  # today and 6 days ago
+    assert values["txn_count_30d"] == 4
+    assert values["txn_count_90d"] == 6
+    assert values["txn_amount_30d"] == 40.0
+    later = read_features(FOLD, fold(events), T0 + 3 * DAY)
+    assert later["txn_count_7d"] == 1  # windows move with the read time, no event needed
+
+
+def test_late_events_are_refused_and_duplicates_ignored() -> None:
+    lateness = FOLD.config.allowed_lateness_s
+    state = FOLD.new_state()
+    first = event("login", T0)
+    assert FOLD.apply(state, first) is Applied.APPLIED
+    assert FOLD.apply(state, first) is Applied.DUPLICATE
+    assert FOLD.apply(state, event("login", T0 - lateness + 1)) is Applied.APPLIED
+    assert FOLD.apply(state, event("login", T0 - lateness - 1)) is Applied.LATE
+    assert read_features(FOLD, state, T0)["event_count"] == 2
+
+
+def random_stream(rng: random.Random, count: int) -> list[Event]:
+    kinds = [
+        ("transaction", {"amount": 12.34}),
+        ("deposit", {"amount": 500.0}),
+        ("login", {}),
+        ("product_view", {"product": "savings"}),
+        ("transfer", {"amount": 25.5, "attrs": {"direction": "in"}}),
+        ("survey", {"attrs": {"score": 7}}),
+        ("consent_update", {"attrs": {"marketing": True}}),
+        ("offer_impression", {"action_id": "savings_account"}),
+        ("balance", {"amount": 1500.0, "product": "savings"}),
+    ]
+    channels = ["mobile", "web", "branch", "pos", "sms"]
+    events = []
+    for i in range(count):
+        kind, fields = rng.choice(kinds)
+        at = T0 + i * 600 + rng.randrange(0, 300)
+        events.append(event(kind, at, rng.choice(channels), event_id=f"r{i}", **fields))
+    return events
+
+
+#: The float aggregates: another order may change their last bits, nothing else.
+DECAYED = {
+    feature.flat_name(key)
+    for feature in STORED
+    if feature.kind is Kind.DECAYED
+    for key in feature.flat_keys()
+} | {"net_flow_decayed_amount"}
+
+
+def assert_same_features(left: dict[str, Any], right: dict[str, Any]) -> None:
+    assert left.keys() == right.keys()
+    for name, value in left.items():
+        if name in DECAYED:
+            assert math.isclose(value, right[name], rel_tol=1e-12, abs_tol=1e-12), name
+        else:
+            assert value == right[name], name
+
+
+def test_any_order_and_any_duplication_within_lateness_gives_the_same_features() -> None:
+    rng = random.Random(5)
+    events = random_stream(rng, 250)  # ~42 hours: all within the 2-day lateness
+    in_order = features_of(events, now=T0 + 3 * DAY)
+    shuffled = events + rng.sample(events, 80)
+    rng.shuffle(shuffled)
+    assert_same_features(features_of(shuffled, now=T0 + 3 * DAY), in_order)
+
+
+def test_replaying_a_long_stream_twice_changes_nothing() -> None:
+    events = [event("transaction", T0 + d * DAY / 3, "pos", amount=3.0) for d in range(60)]
+    once = fold(events)
+    twice = fold(events + events)
+    assert FOLD.encode(twice) == FOLD.encode(once)
+
+
+def test_latest_values_go_by_event_time_not_arrival() -> None:
+    newer = event("survey", T0, "sms", attrs={"score": 3})
+    older = event("survey", T0 - 60, "sms", attrs={"score": 9})
+    assert features_of([newer, older], now=T0)["satisfaction_last"] == 3
+    assert features_of([older, newer], now=T0)["satisfaction_last"] == 3
+    assert features_of([], now=T0)["satisfaction_last"] == -1.0
+
+
+def test_consent_is_kept_per_channel() -> None:
+    events = [
+        event("consent_update", T0, "sms", attrs={"marketing": True}),
+        event("consent_update", T0 + 1, "email", attrs={"marketing": True}),
+        event("consent_update", T0 + 2, "email", attrs={"marketing": False}),
+    ]
+    values = features_of(events, now=T0 + 3)
+    assert (values["consent_sms"], values["consent_email"], values["consent_web"]) == (1, 0, 0)
+
+
+def test_products_holdings_balances_and_interest() -> None:
+    events = [
+        event("product_opened", T0, "branch", product="savings"),
+        event("product_opened", T0, "branch", product="mortgage"),
+        event("product_closed", T0 + 60, "branch", product="mortgage"),
+        event("product_opened", T0, "web", product="crypto_wallet"),
+        event("balance", T0 + 10, "web", product="savings", amount=2500.0),
+        event("balance", T0 + 20, "web", product="savings", amount=2000.0),
+        event("product_view", T0, "web", product="investment"),
+    ]
+    values = features_of(events, now=T0 + 100)
+    assert values["holds_savings"] == 1
+    assert values["holds_mortgage"] == 0
+    assert values["holds_other"] == 1  # products outside the vocabulary count as `other`
+    assert values["products_held_count"] == 2
+    assert values["balance_savings_amount"] == 2000.0
+    assert values["total_balance_amount"] == 2000.0
+    assert values["interest_investment"] == pytest.approx(1.0, rel=1e-3)
+
+
+def test_fund_flows_follow_the_transfer_direction() -> None:
+    events = [
+        event("salary", T0, "web", amount=3000.0),
+        event("transfer", T0, "web", amount=100.0, attrs={"direction": "in"}),
+        event("transfer", T0, "web", amount=40.0),
+        event("withdrawal", T0, "atm", amount=60.0),
+    ]
+    values = features_of(events, now=T0)
+    assert values["inflow_decayed_amount"] == pytest.approx(3100.0)
+    assert values["outflow_decayed_amount"] == pytest.approx(100.0)
+    assert values["net_flow_decayed_amount"] == pytest.approx(3000.0)
+
+
+def test_service_and_loyalty() -> None:
+    events = [
+        event("complaint", T0, "call_centre"),
+        event("complaint", T0 + 5, "branch"),
+        event("complaint_resolved", T0 + 9, "call_centre"),
+        event("loyalty_earned", T0, "pos", amount=1200.0),
+        event("loyalty_redeemed", T0 + 1, "web", amount=100.0),
+    ]
+    values = features_of(events, now=T0 + 10)
+    assert values["open_complaints_count"] == 1
+    assert values["complaint_last_ts"] == int(T0 + 5)
+    assert values["loyalty_points"] == 1100.0
+    assert values["loyalty_tier"] == "silver"
+
+
+def test_contact_history_per_action() -> None:
+    events = [
+        event("offer_impression", T0, action_id="gold"),
+        event("offer_impression", T0 + 5, action_id="gold"),
+        event("offer_clicked", T0 + 6, action_id="gold"),
+        event("offer_declined", T0 + 7, action_id="gold"),
+        event("offer_accepted", T0 + 8, action_id="loan"),
+    ]
+    history = contact_history(FOLD, fold(events))
+    assert history["gold"] == {
+        "impressions": 2,
+        "clicks": 1,
+        "accepts": 0,
+        "declines": 1,
+        "last_shown_ts": int(T0 + 5),
+        "last_declined_ts": int(T0 + 7),
+    }
+    assert history["loan"]["accepts"] == 1
+
+
+@pytest.mark.parametrize(
+    ("idle_days", "first_days_ago", "stage"),
+    [
+        (1, 10, "new"),
+        (1, 200, "active"),
+        (40, 200, "at_risk"),
+        (100, 300, "dormant"),
+        (200, 400, "churned"),
+    ],
+)
+def test_lifecycle_stage_by_documented_thresholds(
+    idle_days: int, first_days_ago: int, stage: str
+) -> None:
+    now = T0 + 400 * DAY
+    first = event("transaction", now - first_days_ago * DAY, "pos", amount=5.0)
+    last = event("login", now - idle_days * DAY, "web")
+    state = FOLD.new_state()
+    FOLD.apply(state, first)
+    FOLD.apply(state, last)
+    assert read_features(FOLD, state, now)["lifecycle_stage"] == stage
+
+
+def test_a_customer_without_purchases_is_a_prospect_and_closing_everything_churns() -> None:
+    assert features_of([event("login", T0)], now=T0)["lifecycle_stage"] == "prospect"
+    events = [
+        event("transaction", T0, "pos", amount=5.0),
+        event("product_opened", T0, "branch", product="savings"),
+        event("product_closed", T0 + 1, "branch", product="savings"),
+    ]
+    assert features_of(events, now=T0 + 2)["lifecycle_stage"] == "churned"
+
+
+def test_value_tier_against_base_quantiles() -> None:
+    edges = {"r": (1.0, 3.0, 7.0, 14.0), "f": (0.5, 1.0, 2.0, 4.0), "m": (10.0, 50.0, 100.0, 500.0)}
+    spender = [event("transaction", T0 - d * 3600, "pos", amount=200.0) for d in range(8)]
+    values = features_of(spender, now=T0, rfm_edges=edges)
+    assert (values["rfm_r_score"], values["rfm_f_score"], values["rfm_m_score"]) == (5, 5, 5)
+    assert values["value_tier"] == "high"
+    small = features_of(
+        [event("transaction", T0 - 20 * DAY, "pos", amount=2.0)], now=T0, rfm_edges=edges
+    )
+    assert small["value_tier"] == "low"
+    assert features_of(spender, now=T0)["value_tier"] == "unscored"  # no estimate yet
+
+
+def test_preferred_channel_is_the_most_used_recently() -> None:
+    events = [event("login", T0 - 100 * DAY + i, "web") for i in range(3)]
+    events += [event("login", T0 - i, "mobile") for i in range(2)]
+    events.sort(key=lambda e: e.ts)  # in order: the web logins are long before
+    assert features_of(events, now=T0)["preferred_channel"] == "mobile"
+    assert features_of([], now=T0)["preferred_channel"] == "none"
+
+
+def test_merge_equals_applying_both_identities_events_to_one_state() -> None:
+    rng = random.Random(11)
+    events = random_stream(rng, 120)
+    mine, theirs = events[::2], events[1::2]
+    merged = fold(mine)
+    FOLD.merge(merged, fold(theirs))
+    assert_same_features(read_features(FOLD, merged, T0 + DAY), features_of(events, T0 + DAY))
+    assert FOLD.apply(merged, theirs[0]) is Applied.DUPLICATE  # ids are merged too
+
+
+def test_encoding_round_trips_and_refuses_other_schemas() -> None:
+    state = fold(random_stream(random.Random(3), 60))
+    raw = FOLD.encode(state)
+    assert FOLD.encode(FOLD.decode(raw)) == raw
+    with pytest.raises(ValueError, match="schema"):
+        FOLD.decode(b"\x92\x07\x00")
+
+
+def test_half_lives_come_from_the_configuration() -> None:
+    quick = FeatureFold(
+        FeatureConfig(half_lives_days={**FeatureConfig().half_lives_days, "interest": 1.0})
+    )
+    state = quick.new_state()
+    quick.apply(state, event("product_view", T0, "web", product="savings"))
+    assert read_features(quick, state, T0 + DAY)["interest_savings"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="half-life"):
+        FeatureConfig(half_lives_days={"interest": 0.0})
