@@ -9,8 +9,9 @@ in the `Decision`, and the caller stores it (`actions.decision_log`).
 The policy (`models.exploration`) explores: Thompson sampling or epsilon-greedy rank by
 propensity × value with some randomness, and each placement carries its logged
 probability; `Greedy` wraps a model that needs no exploration (the static base rates).
-Contact policy, consent and suitability are tracked in their own issues and are not
-applied here.
+Contact history: an action the customer declined less than `decline_cooloff_s` ago is
+left out (with a note saying so). Consent, suitability and contact caps are tracked in
+their own issues and are not applied here.
 """
 
 from __future__ import annotations
@@ -88,18 +89,26 @@ def decide(
     n: int,
     now: float,
     degraded: bool = False,
+    contacts: Mapping[str, Mapping[str, int]] | None = None,
+    decline_cooloff_s: float = 0.0,
 ) -> Decision:
     """Rank the catalog's eligible actions on `channel` with `policy`; keep `n`.
 
     `now` is the decision time (Unix seconds): the model sees the features as
     `vectorise(features, now=now, channel=channel)`. `degraded` marks a decision made
     without the customer's real features (the store was unavailable); it is reported,
-    never hidden.
+    never hidden. `contacts` is the customer's history per action (impressions, declines,
+    when: `features.reading.contact_history`).
     """
     context = rule_context(features, channel)
     notes = ["customer features unavailable: ranked as for a new customer"] if degraded else []
     candidates = []
     for action in catalog.for_channel(channel):
+        declined_ts = (contacts or {}).get(action.id, {}).get("last_declined_ts", 0)
+        if declined_ts and now - declined_ts < decline_cooloff_s:
+            hours = (now - declined_ts) / 3600
+            notes.append(f"{action.id} left out: declined {hours:.0f} h ago (cool-off)")
+            continue
         try:
             if action.is_eligible(context):
                 candidates.append(action)

@@ -21,6 +21,7 @@ from features.publisher import EventPublisher
 from features.state import FeatureFold
 from features.stats import IngestStats
 from features.store import RedisFeatureStore
+from features.tiers import EdgesCache
 from models.checkpoints import CheckpointStore
 from models.exploration import EpsilonGreedy, ExplorationPolicy, Greedy, ThompsonSampling
 from models.offpolicy import BanditLog
@@ -43,6 +44,7 @@ class Services:
     decision_log: DecisionLog
     live_model: LiveModel
     bandit_log: BanditLog
+    rfm_edges: EdgesCache
 
 
 def make_policy(settings: Settings, model: OnlinePropensity) -> ExplorationPolicy:
@@ -70,7 +72,8 @@ def exploration_settings(settings: Settings) -> dict[str, Any]:
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     """Connect to Redis and Kafka, load the catalog and the latest model; close all on exit.
 
-    The model is followed by a background task for as long as the services are open.
+    The model and the RFM quintile edges are followed by background tasks for as long as
+    the services are open.
     """
     redis_url, bootstrap = settings.require_servers()
     signing_key = settings.require_model_key()
@@ -87,6 +90,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     with contextlib.suppress(RedisError):  # Redis down: the priors serve until it is back
         await live_model.refresh()
     follower = asyncio.create_task(live_model.follow(), name="follow-model-checkpoints")
+    rfm_edges = EdgesCache(redis, key_prefix=settings.key_prefix)
+    with contextlib.suppress(RedisError):  # Redis down: tiers read "unscored" until it is back
+        await rfm_edges.refresh()
+    edges_follower = asyncio.create_task(rfm_edges.follow(), name="follow-rfm-edges")
     try:
         await producer.start()
         yield Services(
@@ -110,10 +117,12 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             bandit_log=BanditLog(
                 redis, key_prefix=settings.key_prefix, size=settings.offpolicy_log_size
             ),
+            rfm_edges=rfm_edges,
         )
     finally:
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
+        for task in (follower, edges_follower):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await producer.stop()
         await redis.aclose()

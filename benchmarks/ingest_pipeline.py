@@ -5,7 +5,7 @@ Each repeat publishes the simulated bank's events with `EventPublisher` to a fre
 exactly as the API packs them), then drains the topic twice, one after the other:
 
 - baseline: a plain aiokafka consumer (`getmany` loop) in this process doing the worker's
-  work per message — decode, `RedisFeatureStore.apply`, `IngestStats.add` — under its own
+  work per message — decode, `RedisFeatureStore.apply` with its counting — under its own
   consumer group and key prefix: the ceiling of the same work without Faust;
 - subject: `python -m engine.cli worker` (one process, environment from
   `Settings.as_environment()`), timed from the first applied event to the last one by
@@ -50,7 +50,7 @@ from engine.topics import ensure_topics
 from features.events import Event, decode_message
 from features.publisher import EventPublisher
 from features.state import FeatureFold
-from features.stats import IngestCounts, IngestStats
+from features.stats import IngestStats
 from features.store import RedisFeatureStore
 
 NAME = "ingest_pipeline"
@@ -93,8 +93,8 @@ def run(quick: bool = False) -> Result:
         baseline="baseline_events_per_s",
         targets=[Target("worker_events_per_s", at_least=TARGET_EVENTS_PER_S)],
         notes=[
-            "baseline: aiokafka getmany loop in-process doing decode + store.apply + "
-            "stats.add per message (the ceiling without Faust); subject: one "
+            "baseline: aiokafka getmany loop in-process doing decode + store.apply (with its "
+            "counting) per message (the ceiling without Faust); subject: one "
             "`nba worker` process, timed from its first applied event to the last",
             f"worker: {1e6 / worker_rate:.0f} µs wall per event; it used "
             f"{figures['worker_cpu_share'].median:.0%} of a core and Valkey "
@@ -169,14 +169,7 @@ async def _drain_in_process(settings: Settings, redis: Redis, count: int) -> flo
                 for records in fetched.values():
                     for record in records:
                         events, rejections, _ = decode_message(record.value)
-                        result = await store.apply(events)
-                        await stats.add(
-                            IngestCounts(
-                                applied=result.applied,
-                                duplicates=result.duplicates,
-                                dead_lettered=len(rejections),
-                            )
-                        )
+                        await store.apply(events, count_into=stats, rejected=len(rejections))
                         processed += len(events) + len(rejections)
                         if first is None:
                             first = (time.perf_counter(), processed)

@@ -22,8 +22,10 @@ END = "<!-- performance:end -->"
 def _target_text(result: dict[str, Any]) -> str:
     parts = []
     for target in result["targets"]:
-        bound = f"≥ {format_figure(target['at_least'])}" if target["at_least"] is not None else (
-            f"≤ {format_figure(target['at_most'])}"
+        bound = (
+            f"≥ {format_figure(target['at_least'])}"
+            if target["at_least"] is not None
+            else (f"≤ {format_figure(target['at_most'])}")
         )
         parts.append(f"`{target['figure']}` {bound}: {'met' if target['met'] else '**not met**'}")
     return "; ".join(parts) or "—"

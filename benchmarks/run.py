@@ -21,6 +21,7 @@ from rich.table import Table
 
 from benchmarks import (
     decision_latency,
+    freshness,
     ingest_pipeline,
     ingest_store,
     memory_per_customer,
@@ -36,6 +37,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     for module in (
         ingest_store,
         ingest_pipeline,
+        freshness,
         decision_latency,
         memory_per_customer,
         models_cost,

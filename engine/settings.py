@@ -51,6 +51,9 @@ class Settings(BaseSettings):
         description="half-lives of decayed features by group, JSON, merged over the "
         "defaults: frequency, monetary, channel, flows 30 days; interest 14 days",
     )
+    decline_cooloff_days: float = Field(
+        default=7.0, ge=0.0, description="an action declined this recently is not offered again"
+    )
     lifecycle_new_days: int = Field(default=LifecycleThresholds().new_days, gt=0)
     lifecycle_at_risk_days: int = Field(default=LifecycleThresholds().at_risk_after_days, gt=0)
     lifecycle_dormant_days: int = Field(default=LifecycleThresholds().dormant_after_days, gt=0)

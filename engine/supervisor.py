@@ -79,12 +79,18 @@ class System:
         rows = [
             (redis_kind, str(self.settings.redis_url)),
             (kafka_kind, str(self.settings.kafka_bootstrap)),
-            ("worker", f"consumes '{self.settings.events_topic}', dead letters to "
-             f"'{self.settings.dlq_topic}', learns from '{self.settings.outcomes_topic}'"),
+            (
+                "worker",
+                f"consumes '{self.settings.events_topic}', dead letters to "
+                f"'{self.settings.dlq_topic}', learns from '{self.settings.outcomes_topic}'",
+            ),
             ("API", f"{self.api_url}  (docs: {self.api_url}/docs)"),
         ]
-        rows += [(f"{child.name} log", str(child.log_path)) for child in self.children
-                 if child.log_path is not None]
+        rows += [
+            (f"{child.name} log", str(child.log_path))
+            for child in self.children
+            if child.log_path is not None
+        ]
         return rows
 
     def failed_child(self) -> Child | None:

@@ -50,7 +50,7 @@ from actions.decision_log import Attribution, DecisionLog
 from engine.settings import Settings
 from features.events import EventType, Rejection, decode_message
 from features.state import FeatureFold
-from features.stats import IngestCounts, IngestStats
+from features.stats import IngestStats
 from features.store import LateEvent, RedisFeatureStore
 from features.tiers import BaseWalker
 from models.checkpoints import CheckpointStore
@@ -104,7 +104,7 @@ def create_app(settings: Settings) -> faust.App:
     catalog = load_catalog(settings.catalog_path)
     app = faust.App(
         settings.worker_id,
-        broker=f"kafka://{bootstrap}",
+        broker=f"nbakafka://{bootstrap}",  # engine.kafka_transport: a short fetch wait
         store="memory://",
         # Faust creates a data folder even for in-memory tables: keep it out of the cwd
         datadir=Path(tempfile.gettempdir()) / f"nba-{settings.worker_id}-data",
@@ -161,7 +161,9 @@ def create_app(settings: Settings) -> faust.App:
                     record = dead_letter(rejection, items[rejection.index], stream.current_event)
                     delivery = await dlq_topic.send(value=record)
                     await delivery  # on the broker before this message is acknowledged
-                result = await _retrying_redis(partial(store.apply, events))
+                result = await _retrying_redis(
+                    partial(store.apply, events, count_into=stats, rejected=len(rejections))
+                )
                 for linked in (e for e in events if e.type is EventType.IDENTITY_LINKED):
                     identifier = str(linked.attrs["identifier"])
                     await _retrying_redis(partial(store.link, linked.customer_id, identifier))
@@ -169,12 +171,6 @@ def create_app(settings: Settings) -> faust.App:
                     record = dead_letter(rejection, items[rejection.index], stream.current_event)
                     delivery = await dlq_topic.send(value=record)
                     await delivery
-                counts = IngestCounts(
-                    applied=result.applied,
-                    duplicates=result.duplicates,
-                    dead_lettered=len(rejections) + len(result.late),
-                )
-                await _retrying_redis(partial(stats.add, counts))
                 attribution = await _retrying_redis(partial(decision_log.attribute, events))
                 if attribution.outcomes:
                     delivery = await outcomes_topic.send(

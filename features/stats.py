@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from features.redis_text import as_text
 
@@ -50,10 +51,15 @@ class IngestStats:
 
     async def add(self, counts: IngestCounts) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hincrby(self._counts_key, "applied", counts.applied)
-            pipe.hincrby(self._counts_key, "duplicates", counts.duplicates)
-            pipe.hincrby(self._counts_key, "dead_lettered", counts.dead_lettered)
+            self.queue_add(pipe, counts)
             await pipe.execute()
+
+    def queue_add(self, pipe: Pipeline, counts: IngestCounts) -> None:
+        """Queue the counting on a pipeline or transaction someone else executes (the
+        feature store counts a batch in the same transaction that applies it)."""
+        pipe.hincrby(self._counts_key, "applied", counts.applied)
+        pipe.hincrby(self._counts_key, "duplicates", counts.duplicates)
+        pipe.hincrby(self._counts_key, "dead_lettered", counts.dead_lettered)
 
     async def read(self) -> IngestCounts:
         stored = await self._redis.hgetall(self._counts_key)

@@ -79,6 +79,8 @@ class FlooredStandardScaler(preprocessing.StandardScaler):
             else 0.0
             for name, value in x.items()
         }
+
+
 _REGRESSION = "LogisticRegression"
 
 

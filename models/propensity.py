@@ -18,9 +18,7 @@ class PropensityModel(Protocol):
 
     name: str
 
-    def score(
-        self, features: Mapping[str, float | int], action_ids: Sequence[str]
-    ) -> list[float]:
+    def score(self, features: Mapping[str, float | int], action_ids: Sequence[str]) -> list[float]:
         """Acceptance probability of each action, in the order of `action_ids`."""
         ...
 
@@ -40,8 +38,6 @@ class BaseRateModel:
                 raise ValueError(f"base rate of {action_id!r} must be within [0, 1], got {rate}")
         self._base_rates = dict(base_rates)
 
-    def score(
-        self, features: Mapping[str, float | int], action_ids: Sequence[str]
-    ) -> list[float]:
+    def score(self, features: Mapping[str, float | int], action_ids: Sequence[str]) -> list[float]:
         """The configured base rate of each action; unknown actions raise KeyError."""
         return [self._base_rates[action_id] for action_id in action_ids]

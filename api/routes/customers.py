@@ -26,7 +26,7 @@ async def get_customer(customer_id: CustomerId, services: ServicesDep) -> Orjson
     state = await store.read_state(customer_id)
     if state is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no events seen for customer {customer_id}")
-    features = read_features(store.fold, state, time.time())
+    features = read_features(store.fold, state, time.time(), services.rfm_edges.current)
     families: dict[str, list[dict[str, Any]]] = {}
     for feature in FEATURES:
         families.setdefault(feature.family, []).append(
@@ -62,21 +62,29 @@ async def get_next_best_actions(
     recorded: the model does not learn from a decision made without the customer's
     features.
     """
+    store, now = services.store, time.time()
     try:
-        features = await services.store.read(customer_id)
+        state = await store.read_state(customer_id)
         degraded = False
     except RedisError:
-        features, degraded = None, True
+        state, degraded = None, True
+    features = (
+        read_features(store.fold, state, now, services.rfm_edges.current)
+        if state is not None
+        else default_features()
+    )
     serving = services.live_model.current
     decision = decide(
         customer_id=customer_id,
         channel=channel,
-        features=features if features is not None else default_features(),
+        features=features,
         catalog=services.catalog,
         policy=serving.policy,
         n=n,
-        now=time.time(),
+        now=now,
         degraded=degraded,
+        contacts=contact_history(store.fold, state),
+        decline_cooloff_s=services.settings.decline_cooloff_days * 86_400,
     )
     answer = decision.to_dict()
     answer["model_version"] = serving.version

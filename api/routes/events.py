@@ -11,6 +11,7 @@ from features.events import parse_items
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
+
 @router.post("", status_code=status.HTTP_202_ACCEPTED)
 async def post_events(request: Request, services: ServicesDep) -> OrjsonResponse:
     """Accept one event or a JSON array of events and publish the valid ones to Kafka.

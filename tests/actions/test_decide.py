@@ -265,3 +265,13 @@ def test_a_rule_failing_on_this_customer_leaves_its_action_out_with_a_note() -> 
     decision = run(catalog, features={**default_features(), "txn_count": 3})
     assert [ranked.action_id for ranked in decision.actions] == ["fine"]
     assert any(note.startswith("fragile left out") for note in decision.notes)
+
+
+def test_a_recently_declined_action_is_left_out_until_its_cool_off_ends(catalog: Catalog) -> None:
+    contacts = {"high": {"last_declined_ts": int(NOW - 3 * 3600), "declines": 1}}
+    cooled = run(catalog, contacts=contacts, decline_cooloff_s=7 * 86_400)
+    assert "high" not in [a.action_id for a in cooled.actions]
+    assert "high" not in cooled.candidates
+    assert any("high left out: declined 3 h ago" in note for note in cooled.notes)
+    later = run(catalog, contacts=contacts, decline_cooloff_s=3600)
+    assert later.actions[0].action_id == "high"

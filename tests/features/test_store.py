@@ -12,6 +12,7 @@ from features.config import FeatureConfig
 from features.events import Channel, Event
 from features.reading import read_features
 from features.state import FeatureFold
+from features.stats import IngestCounts, IngestStats
 from features.store import RedisFeatureStore
 
 CUSTOMERS = ["C1", "C2", "C3", "user@example.com", "K-9.x"]
@@ -120,3 +121,13 @@ async def test_delete_removes_the_customer(redis: Redis, settings: Settings) -> 
     assert await store.delete(customer)
     assert await store.read_state(customer) is None
     assert not await store.delete(customer)
+
+
+async def test_a_batch_is_counted_in_its_own_transaction(redis: Redis, settings: Settings) -> None:
+    store = store_for(redis, settings)
+    stats = IngestStats(redis, key_prefix=settings.key_prefix)
+    events = make_events(30)
+    await store.apply(events, count_into=stats, rejected=2)
+    await store.apply(events[:5], count_into=stats)
+    await store.apply([], count_into=stats, rejected=1)  # a message with no valid event
+    assert await stats.read() == IngestCounts(applied=30, duplicates=5, dead_lettered=3)
