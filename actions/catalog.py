@@ -136,12 +136,22 @@ def rule_variables(expression: str) -> set[str]:
     return {name for name in _CEL_VARIABLE.findall(code) if name not in _CEL_WORDS | local}
 
 
+#: Scores the API adds to the features before deciding (models' outputs, computed when the
+#: customer is read), with the values a rule is checked against at load time.
+MODEL_SCORES: dict[str, float | int] = {"churn_risk": 0.0, "segment": -1}
+
+
+def _rule_defaults() -> dict[str, float | int | str]:
+    return {**default_features(), **MODEL_SCORES}
+
+
 def _compile_rule(spec: ActionSpec) -> cel.Program:
-    unknown = rule_variables(spec.eligibility) - set(default_features()) - {"channel"}
+    unknown = rule_variables(spec.eligibility) - set(_rule_defaults()) - {"channel"}
     if unknown:
         raise CatalogError(
             f"action {spec.id!r}: eligibility {spec.eligibility!r} names unknown "
-            f"variable(s) {sorted(unknown)}; it may use the features and `channel`"
+            f"variable(s) {sorted(unknown)}; it may use the features, `churn_risk`, "
+            "`segment` and `channel`"
         )
     try:
         program = cel.compile(spec.eligibility)
@@ -149,7 +159,7 @@ def _compile_rule(spec: ActionSpec) -> cel.Program:
         raise CatalogError(f"action {spec.id!r}: eligibility does not parse: {error}") from error
     for channel in spec.channels:
         try:
-            result = program.execute(rule_context(default_features(), channel))
+            result = program.execute(rule_context(_rule_defaults(), channel))
         except RULE_ERRORS as error:
             raise CatalogError(
                 f"action {spec.id!r}: eligibility {spec.eligibility!r} fails: {error}"

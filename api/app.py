@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request, status
 from redis.exceptions import RedisError
 
 from api.responses import OrjsonResponse
-from api.routes import customers, events, health, models
+from api.routes import customers, events, health, models, segments
 from api.services import open_services
 from engine.settings import Settings
 
@@ -34,6 +34,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(events.router)
     app.include_router(customers.router)
     app.include_router(models.router)
+    app.include_router(segments.router)
     app.include_router(health.router)
     return app
 

@@ -9,6 +9,9 @@ before it is unpickled; it is logged and counted, and the previous model keeps s
 
 Each version comes with the learner's figures saved beside it (progressive validation,
 drift alerts; `models.checkpoints`), so every replica serving a version shows the same.
+
+`LiveSignedModel` follows any other model of a `SignedModelStore` (churn risk, segments)
+the same way: an initial model serves as version 0 until a checkpoint exists.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from redis.exceptions import RedisError
 
@@ -27,6 +30,7 @@ from models.checkpoints import (
     CheckpointRefusedError,
     CheckpointStore,
     LearnerState,
+    SignedModelStore,
     with_priors,
 )
 from models.exploration import ExplorationPolicy
@@ -38,6 +42,7 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL_S = 0.5
 
 PolicyFactory = Callable[[OnlinePropensity], ExplorationPolicy]
+M = TypeVar("M")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,22 +118,7 @@ class LiveModel:
 
     async def follow(self, interval_s: float = POLL_INTERVAL_S) -> None:
         """Refresh every `interval_s` until cancelled; a Redis outage is logged once, waited out."""
-        unavailable = False
-        while True:
-            try:
-                await self.refresh()
-                if unavailable:
-                    log.warning("model checkpoints readable again")
-                unavailable = False
-            except RedisError as error:
-                if not unavailable:
-                    log.warning(
-                        "cannot read model checkpoints (%s); serving version %d",
-                        error,
-                        self.current.version,
-                    )
-                unavailable = True
-            await asyncio.sleep(interval_s)
+        await _follow(self.refresh, lambda: self.current.version, "propensity", interval_s)
 
     def describe(self) -> dict[str, Any]:
         """The serving model for `GET /v1/models`: name, version, times, outcomes, the
@@ -154,3 +144,74 @@ class LiveModel:
                 },
             },
         }
+
+
+async def _follow(
+    refresh: Callable[[], Awaitable[None]],
+    serving_version: Callable[[], int],
+    name: str,
+    interval_s: float,
+) -> None:
+    """Call `refresh` every `interval_s` until cancelled; a Redis outage is logged once."""
+    unavailable = False
+    while True:
+        try:
+            await refresh()
+            if unavailable:
+                log.warning("%s model checkpoints readable again", name)
+            unavailable = False
+        except RedisError as error:
+            if not unavailable:
+                log.warning(
+                    "cannot read %s model checkpoints (%s); serving version %d",
+                    name,
+                    error,
+                    serving_version(),
+                )
+            unavailable = True
+        await asyncio.sleep(interval_s)
+
+
+@dataclass(frozen=True, slots=True)
+class ServingSigned(Generic[M]):
+    """One version of a model followed by `LiveSignedModel`; replaced whole."""
+
+    version: int
+    checkpoint_ts: float | None
+    loaded_ts: float
+    model: M
+
+
+class LiveSignedModel(Generic[M]):
+    """The latest verified version of one `SignedModelStore` model, kept current by `follow()`.
+
+    `initial` (an unlearned model) serves as version 0 until a checkpoint exists; a
+    refused checkpoint is logged and counted, and the previous version keeps serving.
+    """
+
+    def __init__(self, store: SignedModelStore[M], initial: M, name: str) -> None:
+        self._store = store
+        self.name = name
+        self.current: ServingSigned[M] = ServingSigned(0, None, time.time(), initial)
+        self.refused = 0
+        self.last_refusal: Refusal | None = None
+
+    async def refresh(self) -> None:
+        """Serve the stored checkpoint if its version is not the one serving (nor refused)."""
+        version = await self._store.version()
+        refused = self.last_refusal.version if self.last_refusal is not None else None
+        if version in (self.current.version, refused):
+            return
+        try:
+            saved = await self._store.latest()
+        except CheckpointRefusedError as error:
+            self.refused += 1
+            self.last_refusal = Refusal(error.version, error.reason, time.time())
+            log.error("%s %s; still serving version %d", self.name, error, self.current.version)
+            return
+        if saved is not None and saved.version != self.current.version:
+            self.current = ServingSigned(saved.version, saved.saved_ts, time.time(), saved.model)
+
+    async def follow(self, interval_s: float = POLL_INTERVAL_S) -> None:
+        """Refresh every `interval_s` until cancelled; a Redis outage is logged once, waited out."""
+        await _follow(self.refresh, lambda: self.current.version, self.name, interval_s)

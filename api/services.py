@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -15,19 +15,24 @@ from redis.exceptions import RedisError
 
 from actions.catalog import Catalog, load_catalog
 from actions.decision_log import DecisionLog
-from api.live_model import LiveModel
+from api.live_model import LiveModel, LiveSignedModel
 from engine.settings import Settings
 from features.publisher import EventPublisher
 from features.state import FeatureFold
 from features.stats import IngestStats
 from features.store import RedisFeatureStore
 from features.tiers import EdgesCache
-from models.checkpoints import CheckpointStore
+from models.checkpoints import CheckpointStore, SignedModelStore
+from models.churn import ChurnModel
 from models.exploration import EpsilonGreedy, ExplorationPolicy, Greedy, ThompsonSampling
+from models.features_vector import vectorise
 from models.offpolicy import BanditLog
 from models.online import OnlinePropensity
+from models.segments import Segmenter
 
 REDIS_TIMEOUT_S = 1.0
+#: The segment of a customer while segments are not learned yet (the warm-up).
+NOT_SEGMENTED = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +50,53 @@ class Services:
     live_model: LiveModel
     bandit_log: BanditLog
     rfm_edges: EdgesCache
+    churn_model: LiveSignedModel[ChurnModel]
+    segments_model: LiveSignedModel[Segmenter]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelScores:
+    """A customer's churn risk and segment as of now, and what they rest on, in words.
+
+    `churn_risk` is the churn model's prior until it learned a label; `segment` is
+    `NOT_SEGMENTED` (-1) until the segmenter's warm-up is over: never an invented number.
+    """
+
+    churn_risk: float
+    segment: int
+    churn_version: int
+    segments_version: int
+    notes: list[str] = field(default_factory=list)
+
+    def as_features(self) -> dict[str, float | int]:
+        """The scores as features, for decisions (rules and the propensity model)."""
+        return {"churn_risk": self.churn_risk, "segment": self.segment}
+
+
+def model_scores(
+    services: Services, features: Mapping[str, float | int | str], now: float
+) -> ModelScores:
+    """Score `features` (read at `now`) with the serving churn and segment models."""
+    churn, segments = services.churn_model.current, services.segments_model.current
+    notes = []
+    if churn.model.labels_learned == 0:
+        notes.append(f"churn_risk is the prior ({churn.model.prior:g}): no churn label learned yet")
+    segmenter = segments.model
+    if segmenter.ready:
+        segment = segmenter.segment_of(features, now=now)
+    else:
+        segment = NOT_SEGMENTED
+        notes.append(
+            f"segment {NOT_SEGMENTED}: not segmented yet, {segmenter.customers_learned} of "
+            f"{segmenter.warmup} customers sampled before segments are learned"
+        )
+    return ModelScores(
+        churn_risk=churn.model.churn_risk(vectorise(features, now=now)),
+        segment=segment,
+        churn_version=churn.version,
+        segments_version=segments.version,
+        notes=notes,
+    )
 
 
 def make_policy(settings: Settings, model: OnlinePropensity) -> ExplorationPolicy:
@@ -90,6 +142,33 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     with contextlib.suppress(RedisError):  # Redis down: the priors serve until it is back
         await live_model.refresh()
     follower = asyncio.create_task(live_model.follow(), name="follow-model-checkpoints")
+    churn_model = LiveSignedModel(
+        SignedModelStore(
+            redis,
+            key_prefix=settings.key_prefix,
+            signing_key=signing_key,
+            name="churn",
+            model_type=ChurnModel,
+        ),
+        ChurnModel(),
+        "churn",
+    )
+    segments_model = LiveSignedModel(
+        SignedModelStore(
+            redis,
+            key_prefix=settings.key_prefix,
+            signing_key=signing_key,
+            name="segments",
+            model_type=Segmenter,
+        ),
+        Segmenter(settings.segments_count, warmup=settings.segments_warmup),
+        "segments",
+    )
+    followers = [follower]
+    for live in (churn_model, segments_model):
+        with contextlib.suppress(RedisError):  # Redis down: the unlearned model serves
+            await live.refresh()
+        followers.append(asyncio.create_task(live.follow(), name=f"follow-{live.name}"))
     rfm_edges = EdgesCache(redis, key_prefix=settings.key_prefix)
     with contextlib.suppress(RedisError):  # Redis down: tiers read "unscored" until it is back
         await rfm_edges.refresh()
@@ -118,9 +197,11 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 redis, key_prefix=settings.key_prefix, size=settings.offpolicy_log_size
             ),
             rfm_edges=rfm_edges,
+            churn_model=churn_model,
+            segments_model=segments_model,
         )
     finally:
-        for task in (follower, edges_follower):
+        for task in (*followers, edges_follower):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -114,6 +114,35 @@ class Settings(BaseSettings):
         description="the latest rank-1 outcomes the learner keeps in Redis for the off-policy "
         "report (`GET /v1/models/offpolicy` reads at most this many)",
     )
+    churn_horizon_days: float = Field(
+        default=90.0,
+        gt=0.0,
+        description="a churn snapshot is labelled churned if the customer closes a product "
+        "within this many days after it, or is dormant when they end",
+    )
+    churn_dormant_days: float = Field(
+        default=60.0,
+        gt=0.0,
+        description="dormant: no customer-initiated event in the last this many days of the "
+        "churn horizon (at most `churn_horizon_days`)",
+    )
+    segments_count: int = Field(default=6, ge=1, description="behavioural segments (k-means k)")
+    segments_warmup: int = Field(
+        default=500,
+        ge=2,
+        description="customers sampled before segments are learned; until then every "
+        "customer's segment is -1 (not segmented yet)",
+    )
+
+    @model_validator(mode="after")
+    def _dormancy_within_horizon(self) -> Settings:
+        if self.churn_dormant_days > self.churn_horizon_days:
+            raise ValueError(
+                f"NBA_CHURN_DORMANT_DAYS ({self.churn_dormant_days:g}) must not exceed "
+                f"NBA_CHURN_HORIZON_DAYS ({self.churn_horizon_days:g}): dormancy is judged "
+                "inside the horizon"
+            )
+        return self
 
     @model_validator(mode="after")
     def _window_within_decision_ttl(self) -> Settings:

@@ -25,6 +25,16 @@ windows on — as negatives to the `outcomes` topic in mode `negative` — and d
 only once the broker has them (`actions.decision_log`). Workers sweeping at the same
 time close each window once; a window handed on twice is learned once, as the learner
 skips negatives it already learned.
+
+Churn risk and segments (`models.churn`, `models.segments`): after each batch is applied,
+`apply_events` feeds them (`CustomerModelsFeed`: closure labels queued, activity noted,
+the event-time watermark moved, one snapshot and segment sample per customer per churn
+horizon). `learn_customer_models` (a timer on every worker, every
+`checkpoint_interval_s`) learns them in one place: the worker holding a Redis lock
+(`CustomerModelsLearner`) expires due labels, learns both models and checkpoints them
+(`nba:model:churn`, `nba:model:segments`). A lock, not the `outcomes` partition, because
+the labels come from every events partition and from the clock, not from a topic: no
+topic to add, and a lost holder is replaced within the lock's TTL.
 """
 
 from __future__ import annotations
@@ -48,14 +58,22 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from actions.catalog import load_catalog
 from actions.decision_log import Attribution, DecisionLog
 from engine.settings import Settings
+from features.derived import FEATURES
 from features.events import EventType, Rejection, decode_message
 from features.state import FeatureFold
 from features.stats import IngestStats
 from features.store import LateEvent, RedisFeatureStore
-from features.tiers import BaseWalker
-from models.checkpoints import CheckpointStore
+from features.tiers import BaseWalker, EdgesCache
+from models.checkpoints import (
+    CheckpointRefusedError,
+    CheckpointStore,
+    SignedModelStore,
+    StaleCheckpointError,
+)
+from models.churn import ChurnModel, CustomerModelsFeed, CustomerModelsLearner, PendingChurnLabels
 from models.learning import Learner, Outcome, decode_outcomes, encode_outcomes
 from models.offpolicy import BanditLog
+from models.segments import Segmenter, SegmentSamples
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,6 +88,9 @@ MAX_OUTCOME_MESSAGES_PER_BATCH = 1000
 NO_ANSWER_SWEEP_INTERVAL_S = 1.0
 #: No-answer windows closed, and handed on, per sweep at most.
 NO_ANSWER_BATCH = 1000
+#: How often each worker re-reads the RFM quintile edges its churn snapshots are read with.
+RFM_EDGES_REFRESH_S = 5.0
+SECONDS_PER_DAY = 86_400.0
 #: No-answer negatives per `outcomes` message (keeps a message well under Kafka's 1 MB).
 OUTCOMES_PER_MESSAGE = 100
 
@@ -95,6 +116,15 @@ def late_rejections(late: list[LateEvent], items: Sequence[Any]) -> list[Rejecti
         Rejection(index_of[refused.event.event_id], refused.event.event_id, refused.reason)
         for refused in late
     ]
+
+
+def new_segmenter(settings: Settings) -> Segmenter:
+    """An unlearned segmenter as configured, describing traits with the features' words."""
+    return Segmenter(
+        settings.segments_count,
+        warmup=settings.segments_warmup,
+        descriptions={feature.name: feature.description for feature in FEATURES},
+    )
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -151,6 +181,38 @@ def create_app(settings: Settings) -> faust.App:
     )
     worker_name = f"{socket.gethostname()}:{os.getpid()}"
     base_walker = BaseWalker(redis, store.fold, key_prefix=settings.key_prefix, owner=worker_name)
+    churn_labels = PendingChurnLabels(
+        redis,
+        key_prefix=settings.key_prefix,
+        horizon_s=settings.churn_horizon_days * SECONDS_PER_DAY,
+        dormant_after_s=settings.churn_dormant_days * SECONDS_PER_DAY,
+    )
+    segment_samples = SegmentSamples(redis, key_prefix=settings.key_prefix)
+    customer_feed = CustomerModelsFeed(churn_labels, segment_samples, store)
+    rfm_edges = EdgesCache(redis, key_prefix=settings.key_prefix)
+    customer_models = CustomerModelsLearner(
+        redis,
+        churn_labels,
+        segment_samples,
+        SignedModelStore(
+            redis,
+            key_prefix=settings.key_prefix,
+            signing_key=signing_key,
+            name="churn",
+            model_type=ChurnModel,
+        ),
+        SignedModelStore(
+            redis,
+            key_prefix=settings.key_prefix,
+            signing_key=signing_key,
+            name="segments",
+            model_type=Segmenter,
+        ),
+        new_segmenter=partial(new_segmenter, settings),
+        owner=worker_name,
+        key_prefix=settings.key_prefix,
+        lateness_s=settings.allowed_lateness_s,
+    )
 
     @app.agent(events_topic)
     async def apply_events(stream: faust.StreamT[bytes]) -> None:
@@ -167,6 +229,7 @@ def create_app(settings: Settings) -> faust.App:
                 for linked in (e for e in events if e.type is EventType.IDENTITY_LINKED):
                     identifier = str(linked.attrs["identifier"])
                     await _retrying_redis(partial(store.link, linked.customer_id, identifier))
+                await _retrying_redis(partial(customer_feed.observe, events, rfm_edges.current))
                 for rejection in late_rejections(result.late, items):
                     record = dead_letter(rejection, items[rejection.index], stream.current_event)
                     delivery = await dlq_topic.send(value=record)
@@ -211,6 +274,28 @@ def create_app(settings: Settings) -> faust.App:
         edges = await _retrying_redis(base_walker.step)
         if edges:
             log.info("RFM quintile edges refreshed: %s", edges)
+
+    @app.timer(RFM_EDGES_REFRESH_S)
+    async def refresh_rfm_edges() -> None:
+        """The quintile edges churn snapshots and segment samples read value tiers with."""
+        await _retrying_redis(rfm_edges.refresh)
+
+    @app.timer(settings.checkpoint_interval_s)
+    async def learn_customer_models() -> None:
+        """Churn labels and segment samples learned and checkpointed, by the lock holder."""
+        try:
+            step = await _retrying_redis(customer_models.step)
+        except (StaleCheckpointError, CheckpointRefusedError) as error:
+            log.error("churn/segments not checkpointed: %s", error)
+            return
+        if step is not None and (step.churn_labels or step.segment_samples):
+            log.info(
+                "learned %d churn labels (version %d) and %d segment samples (version %d)",
+                step.churn_labels,
+                step.churn_version,
+                step.segment_samples,
+                step.segments_version,
+            )
 
     @app.timer(HEARTBEAT_INTERVAL_S)
     async def heartbeat() -> None:

@@ -12,6 +12,12 @@ figures of one version beside the model of another — and the layout works on R
 Cluster. Readers load the small `report`; only the learner loads the `state`, whose
 rolling windows are most of a checkpoint's size.
 
+`SignedModelStore` keeps any other signed model the same way under its own key,
+`{prefix}nba:model:<name>` (e.g. `churn`, `segments`), with the fields `version`,
+`saved_ts` and `checkpoint` only: one writer, versions that only move forward, readers
+following the version, signatures checked before unpickling — the propensity path's
+rules, without its learner state.
+
 A save names the version it builds on and fails if another writer got there first
 (`StaleCheckpointError`): after a Kafka rebalance a worker that lost the partition can
 never overwrite what the new owner learned. A checkpoint whose signature does not match
@@ -23,7 +29,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from redis.asyncio import Redis
 
@@ -33,6 +39,7 @@ from models.metrics import ProgressiveValidation
 from models.online import OnlinePropensity
 
 _T = TypeVar("_T")
+_M = TypeVar("_M")
 #: The position of "no no-answer negative learned yet" (Redis stream ids start above it).
 NO_STREAM_ID = "0-0"
 
@@ -43,6 +50,17 @@ if current ~= tonumber(ARGV[1]) then
 end
 redis.call('HSET', KEYS[1], 'version', current + 1, 'saved_ts', ARGV[2], 'checkpoint', ARGV[3],
            'state', ARGV[4], 'report', ARGV[5])
+return {1, current + 1}
+"""
+
+
+# KEYS: the model's hash. ARGV: expected version, saved_ts, checkpoint.
+_SAVE_MODEL_SCRIPT = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if current ~= tonumber(ARGV[1]) then
+  return {0, current}
+end
+redis.call('HSET', KEYS[1], 'version', current + 1, 'saved_ts', ARGV[2], 'checkpoint', ARGV[3])
 return {1, current + 1}
 """
 
@@ -110,16 +128,31 @@ def with_priors(model: OnlinePropensity, priors: Mapping[str, float]) -> OnlineP
     return model
 
 
+def _verified(signing_key: bytes, version: int, data: bytes | str, expected_type: type[_T]) -> _T:
+    """One signed blob of version `version`, verified, else `CheckpointRefusedError`."""
+    try:
+        return persistence.load(
+            data if isinstance(data, bytes) else data.encode(),
+            key=signing_key,
+            expected_type=expected_type,
+        )
+    except (persistence.SignatureError, TypeError) as error:
+        raise CheckpointRefusedError(version, str(error)) from error
+
+
+def _check_signing_key(signing_key: bytes) -> None:
+    """Refuse a key too short to sign with, at construction rather than at the first save."""
+    if len(signing_key) < persistence.MIN_KEY_BYTES:
+        raise ValueError(f"the checkpoint key must be at least {persistence.MIN_KEY_BYTES} bytes")
+
+
 class CheckpointStore:
     """Save and load the signed checkpoints of one model, `{key_prefix}nba:model:<name>`."""
 
     def __init__(
         self, redis: Redis, *, key_prefix: str = "", signing_key: bytes, name: str = "propensity"
     ) -> None:
-        if len(signing_key) < persistence.MIN_KEY_BYTES:
-            raise ValueError(
-                f"the checkpoint key must be at least {persistence.MIN_KEY_BYTES} bytes"
-            )
+        _check_signing_key(signing_key)
         self._redis = redis
         self._signing_key = signing_key
         self.key = f"{key_prefix}nba:model:{name}"
@@ -162,14 +195,7 @@ class CheckpointStore:
 
     def _load(self, version: int, data: bytes | str, expected_type: type[_T]) -> _T:
         """One signed blob of version `version`, verified, else `CheckpointRefusedError`."""
-        try:
-            return persistence.load(
-                data if isinstance(data, bytes) else data.encode(),
-                key=self._signing_key,
-                expected_type=expected_type,
-            )
-        except (persistence.SignatureError, TypeError) as error:
-            raise CheckpointRefusedError(version, str(error)) from error
+        return _verified(self._signing_key, version, data, expected_type)
 
     async def save(
         self,
@@ -196,3 +222,67 @@ class CheckpointStore:
         return Checkpoint(
             version=int(version), saved_ts=saved_ts, model=model, report=report, state=state
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SavedModel(Generic[_M]):
+    """A verified model of a `SignedModelStore`, with the version and time it was saved."""
+
+    version: int
+    saved_ts: float | None
+    model: _M
+
+
+class SignedModelStore(Generic[_M]):
+    """Signed, versioned checkpoints of one model of type `model_type` (see the module doc).
+
+    The same contract as `CheckpointStore`: `save` names the version it builds on and
+    raises `StaleCheckpointError` if another writer saved meanwhile; `latest` raises
+    `CheckpointRefusedError`, unpickling nothing, when a signature does not match, and
+    also refuses a verified checkpoint holding another type than `model_type`.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        key_prefix: str = "",
+        signing_key: bytes,
+        name: str,
+        model_type: type[_M],
+    ) -> None:
+        _check_signing_key(signing_key)
+        self._redis = redis
+        self._signing_key = signing_key
+        self.model_type = model_type
+        self.key = f"{key_prefix}nba:model:{name}"
+        self._save_script = redis.register_script(_SAVE_MODEL_SCRIPT)
+
+    async def version(self) -> int:
+        """The latest saved version; 0 when nothing was saved yet. One cheap Redis call."""
+        raw = await self._redis.hget(self.key, "version")
+        return int(raw) if raw is not None else 0
+
+    async def latest(self) -> SavedModel[_M] | None:
+        """The latest checkpoint, verified; None when nothing was saved yet."""
+        version, saved_ts, data = await self._redis.hmget(
+            self.key, ["version", "saved_ts", "checkpoint"]
+        )
+        if version is None or data is None:
+            return None
+        return SavedModel(
+            version=int(version),
+            saved_ts=float(saved_ts) if saved_ts is not None else None,
+            model=_verified(self._signing_key, int(version), data, self.model_type),
+        )
+
+    async def save(self, model: _M, *, expected_version: int) -> SavedModel[_M]:
+        """Sign and store `model` as version `expected_version` + 1, else `StaleCheckpointError`."""
+        blob = persistence.save(model, key=self._signing_key)
+        saved_ts = time.time()
+        saved, version = await self._save_script(
+            keys=[self.key], args=[expected_version, repr(saved_ts), blob]
+        )
+        if not saved:
+            raise StaleCheckpointError(expected_version, int(version))
+        return SavedModel(version=int(version), saved_ts=saved_ts, model=model)

@@ -30,6 +30,10 @@ Redis layout (`{prefix}` is the key prefix):
   expires horizon_s + ttl_slack_s (wall-clock) seconds after it was written. The
   customer's hash tag keeps it in their slot, and deleting a customer's keys
   (`cust:{<id>}:*`) deletes it.
+- `{prefix}nba:churn:resolved`, a list: labels resolved by events (closures) in any
+  worker, waiting for the one learner (`queue_resolved`, `take_resolved`).
+- `{prefix}nba:churn:watermark`: the latest event time seen (`advance_watermark`), the
+  clock `expire_due` is driven by.
 - `{prefix}nba:churn:due`, a sorted set: customer id → deadline, the index `expire_due`
   reads. A global key is acceptable here because it is off the event path: it is written
   once per snapshot (at most one per customer per horizon), read in batches by the
@@ -63,8 +67,9 @@ True
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -73,6 +78,11 @@ from redis.asyncio import Redis
 from river import linear_model, optim, preprocessing
 
 from features.events import BANK_INITIATED_TYPES, Event, EventType, iter_customer_groups
+from features.reading import read_features
+from features.store import RedisFeatureStore
+from models.checkpoints import SignedModelStore, StaleCheckpointError
+from models.features_vector import vectorise
+from models.segments import Segmenter, SegmentSample, SegmentSamples
 
 Reason = Literal["closed", "dormant", "active"]
 
@@ -119,6 +129,13 @@ if not t0 or tonumber(deadline) > tonumber(ARGV[1]) then return nil end
 redis.call('DEL', KEYS[1])
 local dormant = tonumber(active) <= tonumber(deadline) - tonumber(ARGV[2])
 return {t0, x, deadline, dormant and 1 or 0}
+"""
+
+# KEYS: the watermark. ARGV: an event time. Keeps the larger.
+_WATERMARK_SCRIPT = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '-inf')
+if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
+return 0
 """
 
 # KEYS: the index. ARGV: member, score, member, score, ... as read before.
@@ -241,6 +258,9 @@ class PendingChurnLabels:
         self.dormant_after_s = dormant_after_s
         self._ttl_s = math.ceil(horizon_s + ttl_slack_s)
         self.index_key = f"{key_prefix}nba:churn:due"
+        self.resolved_key = f"{key_prefix}nba:churn:resolved"
+        self.watermark_key = f"{key_prefix}nba:churn:watermark"
+        self._watermark_script = redis.register_script(_WATERMARK_SCRIPT)
         self._snapshot_script = redis.register_script(_SNAPSHOT_SCRIPT)
         self._events_script = redis.register_script(_EVENTS_SCRIPT)
         self._resolve_script = redis.register_script(_RESOLVE_SCRIPT)
@@ -313,6 +333,36 @@ class PendingChurnLabels:
                 resolutions.append(_resolution(customer_id, t0, x, closed_ts, "closed"))
         return resolutions
 
+    async def without_pending(self, customer_ids: Sequence[str]) -> list[str]:
+        """The customers among `customer_ids` with no pending snapshot (one round trip).
+
+        Lets a caller read features only for customers a snapshot can be taken of.
+        """
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for customer_id in customer_ids:
+                pipe.exists(self.customer_key(customer_id))
+            pending = await pipe.execute()
+        return [c for c, exists in zip(customer_ids, pending, strict=True) if not exists]
+
+    async def queue_resolved(self, resolutions: Sequence[Resolution]) -> None:
+        """Hand labels resolved by events to the learner (`take_resolved`)."""
+        if resolutions:
+            await self._redis.rpush(self.resolved_key, *map(_encode_resolution, resolutions))
+
+    async def take_resolved(self, limit: int) -> list[Resolution]:
+        """Up to `limit` queued labels, oldest first, removed: each is taken once."""
+        raw = await self._redis.lpop(self.resolved_key, limit)
+        return [_decode_resolution(item) for item in raw or ()]
+
+    async def advance_watermark(self, ts: float) -> None:
+        """Note event time `ts`; the watermark is the latest event time ever noted."""
+        await self._watermark_script(keys=[self.watermark_key], args=[repr(ts)])
+
+    async def watermark(self) -> float | None:
+        """The latest event time noted, None before any."""
+        raw = await self._redis.get(self.watermark_key)
+        return float(raw) if raw is not None else None
+
     # -- resolution at the horizon ---------------------------------------------------------
 
     async def expire_due(self, now: float, *, limit: int = 1000) -> list[Resolution]:
@@ -359,6 +409,184 @@ def _encode_x(x: Mapping[str, float]) -> bytes:
         if not math.isfinite(value):
             raise ValueError(f"feature {name!r} is {value}: features must be finite numbers")
     return orjson.dumps(values)
+
+
+# -- wiring: workers feed, one learner learns ------------------------------------------------
+
+# KEYS: the lock. ARGV: owner, TTL ms. Takes the lock, or renews it for its owner.
+_LOCK_SCRIPT = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+class CustomerModelsFeed:
+    """What every worker does after the store applied a batch of events (any partition).
+
+    1. `on_events_many`: closures resolve pending snapshots; those labels are queued for
+       the learner, the other events record activity.
+    2. The watermark moves to the batch's latest event time.
+    3. Each customer of the batch without a pending snapshot gets one, at the time of
+       their latest event in the batch, with x = `vectorise(features, now=that time)`
+       (no channel); each snapshot taken also queues the customer's features as a
+       segment sample. So a customer is sampled at most once per horizon, and only the
+       features of those customers are read (usually none: most have a snapshot).
+    """
+
+    def __init__(
+        self, labels: PendingChurnLabels, samples: SegmentSamples, store: RedisFeatureStore
+    ) -> None:
+        self._labels = labels
+        self._samples = samples
+        self._store = store
+
+    async def observe(
+        self, events: Sequence[Event], rfm_edges: Mapping[str, tuple[float, ...]]
+    ) -> int:
+        """Feed one applied batch; returns how many snapshots were taken."""
+        if not events:
+            return 0
+        await self._labels.queue_resolved(await self._labels.on_events_many(events))
+        latest: dict[str, float] = {}
+        for event in events:
+            latest[event.customer_id] = max(latest.get(event.customer_id, 0.0), event.epoch_seconds)
+        await self._labels.advance_watermark(max(latest.values()))
+        new = await self._labels.without_pending(list(latest))
+        states = await asyncio.gather(*(self._store.read_state(c) for c in new))
+        snapshots, features_of = [], {}
+        for customer_id, state in zip(new, states, strict=True):
+            if state is not None:
+                ts = latest[customer_id]
+                features = read_features(self._store.fold, state, ts, rfm_edges)
+                features_of[customer_id] = features
+                snapshots.append(Snapshot(customer_id, vectorise(features, now=ts), ts))
+        taken = await self._labels.snapshot_many(snapshots) if snapshots else []
+        kept = [s for s, created in zip(snapshots, taken, strict=True) if created]
+        await self._samples.push([SegmentSample(features_of[s.customer_id], s.ts) for s in kept])
+        return len(kept)
+
+
+@dataclass(frozen=True, slots=True)
+class LearnStep:
+    """What one step of the learner did, and the versions serving after it."""
+
+    churn_labels: int
+    segment_samples: int
+    churn_version: int
+    segments_version: int
+
+
+class CustomerModelsLearner:
+    """The one learner of churn risk and segments, whichever worker holds its Redis lock.
+
+    Each `step` (a worker timer) takes the lock `{prefix}nba:lock:customer-models` or
+    renews it (it lapses `lock_ttl_s` after its holder stops stepping, and another
+    worker takes over), loads the stored checkpoints if they moved (a new holder, or
+    another writer), learns the queued closure labels, the labels due by the watermark
+    minus `lateness_s`, and the queued segment samples, and saves a new version of each
+    model that learned. Labels and samples are removed from Redis before they are
+    learned: a crash before the save loses them, never learns them twice (see the
+    module doc). A save that finds the version moved (two holders after a lock lapse)
+    stores nothing; the next step reloads the winner's models.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        labels: PendingChurnLabels,
+        samples: SegmentSamples,
+        churn_store: SignedModelStore[ChurnModel],
+        segments_store: SignedModelStore[Segmenter],
+        *,
+        new_segmenter: Callable[[], Segmenter],
+        owner: str,
+        key_prefix: str = "",
+        lateness_s: float = 0.0,
+        lock_ttl_s: float = 10.0,
+        batch: int = 1000,
+    ) -> None:
+        self._labels = labels
+        self._samples = samples
+        self._churn_store = churn_store
+        self._segments_store = segments_store
+        self._new_segmenter = new_segmenter
+        self._owner = owner
+        self._lateness_s = lateness_s
+        self._lock_ttl_ms = math.ceil(lock_ttl_s * 1000)
+        self._batch = batch
+        self.lock_key = f"{key_prefix}nba:lock:customer-models"
+        self._lock_script = redis.register_script(_LOCK_SCRIPT)
+        self.churn, self.churn_version = ChurnModel(), -1  # -1: not loaded yet
+        self.segmenter, self.segments_version = new_segmenter(), -1
+
+    async def step(self) -> LearnStep | None:
+        """One round of learning; None when another worker holds the lock."""
+        if not await self._lock_script(keys=[self.lock_key], args=[self._owner, self._lock_ttl_ms]):
+            return None
+        await self._load_if_moved()
+        resolutions = await self._labels.take_resolved(self._batch)
+        watermark = await self._labels.watermark()
+        if watermark is not None:
+            now = watermark - self._lateness_s
+            resolutions += await self._labels.expire_due(now, limit=self._batch)
+        samples = await self._samples.pop(self._batch)
+        learned = self.churn.learn(resolutions)
+        for sample in samples:
+            self.segmenter.learn_one(sample.features, now=sample.ts)
+        try:
+            if learned:
+                saved_churn = await self._churn_store.save(
+                    self.churn, expected_version=self.churn_version
+                )
+                self.churn_version = saved_churn.version
+            if samples:
+                saved_segments = await self._segments_store.save(
+                    self.segmenter, expected_version=self.segments_version
+                )
+                self.segments_version = saved_segments.version
+        except StaleCheckpointError:
+            self.churn_version = self.segments_version = -1  # reload the winner's next step
+            raise
+        return LearnStep(learned, len(samples), self.churn_version, self.segments_version)
+
+    async def _load_if_moved(self) -> None:
+        """Load each stored model whose version is not the one in memory (fresh if none)."""
+        if await self._churn_store.version() != self.churn_version:
+            stored = await self._churn_store.latest()
+            self.churn = stored.model if stored is not None else ChurnModel()
+            self.churn_version = stored.version if stored is not None else 0
+        if await self._segments_store.version() != self.segments_version:
+            saved = await self._segments_store.latest()
+            self.segmenter = saved.model if saved is not None else self._new_segmenter()
+            self.segments_version = saved.version if saved is not None else 0
+
+
+def _encode_resolution(resolution: Resolution) -> bytes:
+    return orjson.dumps(
+        {
+            "customer_id": resolution.customer_id,
+            "x": resolution.x,
+            "snapshot_ts": resolution.snapshot_ts,
+            "resolved_ts": resolution.resolved_ts,
+            "reason": resolution.reason,
+        }
+    )
+
+
+def _decode_resolution(raw: bytes | str) -> Resolution:
+    item = orjson.loads(raw)
+    return Resolution(
+        customer_id=item["customer_id"],
+        x=item["x"],
+        snapshot_ts=float(item["snapshot_ts"]),
+        resolved_ts=float(item["resolved_ts"]),
+        churned=item["reason"] != "active",
+        reason=item["reason"],
+    )
 
 
 def _event_args(events: Sequence[Event]) -> list[str | int]:

@@ -64,11 +64,13 @@ would follow Python's per-process string hashing.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
+import orjson
+from redis.asyncio import Redis
 from river import cluster, preprocessing
 
 from models.features_vector import Transform, transform_of, vectorise
@@ -187,6 +189,16 @@ class Segmenter:
         self._export: _Export | None = None  # built at the first segment_of after learning
 
     # -- learning and assignment -----------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Whether the warm-up is over: before it, `segment_of` answers 0 for everyone."""
+        return self._warming is None
+
+    @property
+    def customers_learned(self) -> int:
+        """How many customers were learned, warm-up included."""
+        return sum(self._sizes) + len(self._warming or ())
 
     def learn_one(self, features: Mapping[str, float | int | str], *, now: float) -> None:
         """Learn one customer's features (as stored), observed at `now` (Unix seconds).
@@ -404,3 +416,48 @@ def _original_units(unit: Unit, mean: float) -> float:
 def _word(z: float) -> str:
     strength = "very " if abs(z) >= VERY_Z else ""
     return f"{strength}{'high' if z > 0 else 'low'}"
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentSample:
+    """One customer's features (as stored) at event time `ts`, for `Segmenter.learn_one`."""
+
+    features: dict[str, float | int | str]
+    ts: float
+
+
+class SegmentSamples:
+    """Samples waiting for the one learner, in a Redis list `{prefix}nba:segments:samples`.
+
+    Workers push a customer's features when they take its churn snapshot (about once per
+    customer per horizon, as `Segmenter.learn_one` wants); the learner pops them. A
+    global key, written once per snapshot, never on every event. At most `max_len`
+    samples wait: while no learner runs, the oldest are dropped rather than letting the
+    list grow without bound. A popped sample not yet checkpointed when the learner dies
+    is lost, never learned twice.
+    """
+
+    def __init__(self, redis: Redis, *, key_prefix: str = "", max_len: int = 100_000) -> None:
+        if max_len < 1:
+            raise ValueError(f"max_len must be at least 1, got {max_len}")
+        self._redis = redis
+        self.key = f"{key_prefix}nba:segments:samples"
+        self.max_len = max_len
+
+    async def push(self, samples: Sequence[SegmentSample]) -> None:
+        """Queue `samples` (one round trip), keeping the newest `max_len`."""
+        if not samples:
+            return
+        encoded = [orjson.dumps({"features": s.features, "ts": s.ts}) for s in samples]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.rpush(self.key, *encoded)
+            pipe.ltrim(self.key, -self.max_len, -1)
+            await pipe.execute()
+
+    async def pop(self, limit: int) -> list[SegmentSample]:
+        """Up to `limit` of the oldest samples, removed from the list."""
+        raw = await self._redis.lpop(self.key, limit)
+        return [
+            SegmentSample(features=item["features"], ts=float(item["ts"]))
+            for item in map(orjson.loads, raw or ())
+        ]

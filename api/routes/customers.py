@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 from actions.decide import decide
 from api.deps import CustomerId, ServicesDep
 from api.responses import OrjsonResponse
+from api.services import ModelScores, Services, model_scores
 from features.derived import FEATURES
 from features.events import Channel
 from features.reading import contact_history, default_features, read_features
@@ -21,12 +22,15 @@ router = APIRouter(prefix="/v1/customers", tags=["customers"])
 @router.get("/{customer_id}")
 async def get_customer(customer_id: CustomerId, services: ServicesDep) -> OrjsonResponse:
     """The customer's features as of now: flat by name, grouped by family with descriptions,
-    and the contact history per action (shown, clicked, accepted, declined, when)."""
-    store = services.store
+    the contact history per action (shown, clicked, accepted, declined, when), and the
+    models' view (`models`, also the family "models"): churn risk and segment, with the
+    versions they come from and notes saying when a model has not learned enough yet."""
+    store, now = services.store, time.time()
     state = await store.read_state(customer_id)
     if state is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no events seen for customer {customer_id}")
-    features = read_features(store.fold, state, time.time(), services.rfm_edges.current)
+    features = read_features(store.fold, state, now, services.rfm_edges.current)
+    scores = model_scores(services, features, now)
     families: dict[str, list[dict[str, Any]]] = {}
     for feature in FEATURES:
         families.setdefault(feature.family, []).append(
@@ -36,14 +40,42 @@ async def get_customer(customer_id: CustomerId, services: ServicesDep) -> Orjson
                 "description": feature.description,
             }
         )
+    families["models"] = _model_family(services, scores)
     return OrjsonResponse(
         {
             "customer_id": customer_id,
             "features": features,
             "families": families,
+            "models": {
+                **scores.as_features(),
+                "churn_version": scores.churn_version,
+                "segments_version": scores.segments_version,
+                "notes": scores.notes,
+            },
             "contacts": contact_history(store.fold, state),
         }
     )
+
+
+def _model_family(services: Services, scores: ModelScores) -> list[dict[str, Any]]:
+    """The family "models": churn risk and segment as profile items with descriptions."""
+    horizon = services.settings.churn_horizon_days
+    dormant = services.settings.churn_dormant_days
+    return [
+        {
+            "name": "churn_risk",
+            "value": scores.churn_risk,
+            "description": f"probability of closing a product within {horizon:g} days, or of "
+            f"no customer-initiated event in the last {dormant:g} of them (churn model "
+            f"version {scores.churn_version})",
+        },
+        {
+            "name": "segment",
+            "value": scores.segment,
+            "description": "behavioural segment id, described by GET /v1/segments; -1: not "
+            f"segmented yet (segments version {scores.segments_version})",
+        },
+    ]
 
 
 @router.get("/{customer_id}/next-best-actions")
@@ -73,6 +105,7 @@ async def get_next_best_actions(
         if state is not None
         else default_features()
     )
+    features = {**features, **model_scores(services, features, now).as_features()}
     serving = services.live_model.current
     decision = decide(
         customer_id=customer_id,

@@ -171,3 +171,19 @@ def test_load_catalog_names_the_path_and_the_action(tmp_path: Path) -> None:
 def test_a_rule_that_fails_for_a_new_customer_is_refused_naming_the_action() -> None:
     with pytest.raises(CatalogError, match=r"action 'divider'.*division by zero"):
         build_catalog(document(action(id="divider", eligibility="10 / txn_count > 1")))
+
+
+def test_rules_may_use_the_model_scores() -> None:
+    spec = {
+        "id": "retain",
+        "name": "Retention call",
+        "kind": "retention",
+        "product": "current_account",
+        "channels": ["call_centre"],
+        "value": 50.0,
+        "base_rate": 0.1,
+        "eligibility": "churn_risk > 0.3 && segment != 2",
+        "reason": "at risk of leaving",
+    }
+    catalog = build_catalog({"version": 1, "actions": [spec]})
+    assert [action.id for action in catalog.actions] == ["retain"]

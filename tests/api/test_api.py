@@ -202,7 +202,11 @@ async def test_a_known_customer_has_flat_and_grouped_features(
     assert flat["first_seen_ts"] == 1767605400.0
     assert flat["last_seen_ts"] == 1767605400.0 + 86_400
     families = body["families"]
-    assert set(families) == {feature.family for feature in FEATURES}
+    assert set(families) == {feature.family for feature in FEATURES} | {"models"}
+    models = families.pop("models")
+    assert [item["name"] for item in models] == ["churn_risk", "segment"]
+    assert body["models"]["churn_risk"] == pytest.approx(0.05)  # the prior: nothing learned
+    assert body["models"]["segment"] == -1  # not segmented yet
     grouped = {item["name"]: (family, item) for family, items in families.items() for item in items}
     assert len(grouped) == len(FEATURES)
     for feature in FEATURES:
