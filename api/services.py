@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from models.online import OnlinePropensity
 from models.segments import Segmenter
 
 REDIS_TIMEOUT_S = 1.0
+STOP_GRACE_S = 2.0
+log = logging.getLogger(__name__)
 #: The segment of a customer while segments are not learned yet (the warm-up).
 NOT_SEGMENTED = -1
 
@@ -201,9 +204,20 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             segments_model=segments_model,
         )
     finally:
-        for task in (*followers, edges_follower):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await _stop(*followers, edges_follower)
         await producer.stop()
         await redis.aclose()
+
+
+async def _stop(*tasks: asyncio.Task[None]) -> None:
+    """Cancel the background followers and give them a moment to finish.
+
+    A follower cancelled in the middle of a Redis read can take its connection's time to
+    unwind; closing must not wait on it forever (it only reads), so after the grace
+    period the rest are left to the closing client.
+    """
+    for task in tasks:
+        task.cancel()
+    _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE_S)
+    if pending:
+        log.warning("followers still stopping at close: %s", [t.get_name() for t in pending])

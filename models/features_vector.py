@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from enum import StrEnum
+from functools import lru_cache
 
 from features.derived import CATEGORIES
 from features.events import Channel
@@ -53,6 +54,7 @@ class Transform(StrEnum):
     RAW = "raw"  # already on a sensible scale → float(v)
 
 
+@lru_cache(maxsize=4096)  # names repeat on every decision; the suffix tests need not
 def transform_of(name: str) -> Transform:
     """The transform `vectorise` applies to a feature, decided by its name's suffix."""
     if name.endswith(_TS_SUFFIX):
