@@ -281,6 +281,14 @@ class RedisFeatureStore:
             await pipe.reset()
         return resolved[identifier]
 
+    async def read_states(self, customer_ids: Sequence[str]) -> list[CustomerState | None]:
+        """Several customers' states in one MGET, by the ids given (no identity resolution:
+        for ids the stream has already applied events to)."""
+        if not customer_ids:
+            return []
+        raws = await self._redis.mget([self.state_key(c) for c in customer_ids])
+        return [None if raw is None else self.fold.decode(raw) for raw in raws]
+
     async def read_state(self, customer_id: str) -> CustomerState | None:
         """The customer's stored state (after identity resolution), or None if never seen."""
         async with self._redis.pipeline(transaction=False) as pipe:

@@ -67,7 +67,6 @@ True
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -424,6 +423,10 @@ return 0
 """
 
 
+#: Snapshots (churn label and segment sample) one applied batch takes at most.
+MAX_SNAPSHOTS_PER_BATCH = 16
+
+
 class CustomerModelsFeed:
     """What every worker does after the store applied a batch of events (any partition).
 
@@ -455,8 +458,11 @@ class CustomerModelsFeed:
         for event in events:
             latest[event.customer_id] = max(latest.get(event.customer_id, 0.0), event.epoch_seconds)
         await self._labels.advance_watermark(max(latest.values()))
-        new = await self._labels.without_pending(list(latest))
-        states = await asyncio.gather(*(self._store.read_state(c) for c in new))
+        # at most a few snapshots per batch: when every customer is new (a fresh start),
+        # reading and vectorising all of them would stall the stream; the others are
+        # snapshotted by the following batches
+        new = (await self._labels.without_pending(list(latest)))[:MAX_SNAPSHOTS_PER_BATCH]
+        states = await self._store.read_states(new)
         snapshots, features_of = [], {}
         for customer_id, state in zip(new, states, strict=True):
             if state is not None:
