@@ -8,13 +8,6 @@ positive, a decline a negative, always with the features as they were at decisio
 action starts from its configured prior: the intercept starts at logit(prior) and every
 weight at zero, so before any outcome its propensity is exactly the prior.
 
-The weights learn by AdaGrad: each weight's step shrinks as its own squared gradients
-accumulate. The customer features are many (~150 inputs) and strongly correlated (counts,
-decayed counts and windows of the same activity); one constant SGD rate is then either
-slow on the rarely informative inputs or noisy on the common ones. On the simulated bank
-(`benchmarks.learning_quality`, 200,000 decisions) AdaGrad raised the accept rate of the
-last 50,000 from 80% to 84% of the oracle's.
-
 Learning goes through river; scoring does not. River scores one dict at a time (~15 µs
 per action), so the learned state (scaler means and deviations, weights, intercepts) is
 exported to numpy arrays and a whole candidate set is scored at once. The arrays are a
@@ -88,22 +81,6 @@ class FlooredStandardScaler(preprocessing.StandardScaler):
         }
 
 
-class AdaGrad(optim.AdaGrad):
-    """river's AdaGrad, the same steps, with the step size read once per update.
-
-    river reads it through a scheduler for every weight; with ~150 inputs that alone made
-    `learn_one` a quarter slower.
-    """
-
-    def _step_with_dict(self, w: Any, g: Any) -> Any:
-        rate, eps, squares = self.learning_rate, self.eps, self.g2
-        for name, gradient in g.items():
-            total = squares[name] + gradient * gradient
-            squares[name] = total
-            w[name] -= rate * gradient / math.sqrt(total + eps)
-        return w
-
-
 _REGRESSION = "LogisticRegression"
 
 
@@ -138,8 +115,7 @@ class OnlinePropensity:
     priors
         Each action's prior acceptance probability (the catalog's base rate), in [0, 1].
     learning_rate
-        AdaGrad's base step size of the weights (features are standardised first, so one
-        rate suits all).
+        SGD step size of the weights (features are standardised first, so one rate suits all).
     intercept_lr
         Step size of each action's intercept, which starts at logit(prior).
     l2
@@ -156,7 +132,7 @@ class OnlinePropensity:
         self,
         priors: Mapping[str, float],
         *,
-        learning_rate: float = 0.1,
+        learning_rate: float = 0.02,
         intercept_lr: float = 0.02,
         l2: float = 0.0,
         prior_strength: float = 20.0,
@@ -200,7 +176,7 @@ class OnlinePropensity:
             raise ValueError(f"prior of {action_id!r} must be within [0, 1], got {prior}")
         clipped = min(max(prior, PRIOR_CLIP), 1.0 - PRIOR_CLIP)
         regression = linear_model.LogisticRegression(
-            optimizer=AdaGrad(self.learning_rate),
+            optimizer=optim.SGD(self.learning_rate),
             l2=self.l2,
             intercept_init=math.log(clipped / (1.0 - clipped)),
             intercept_lr=self.intercept_lr,

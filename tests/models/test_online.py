@@ -10,7 +10,6 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from river import optim
 
 import models.online
 from models.online import OnlinePropensity, UnknownActionError
@@ -160,80 +159,6 @@ def test_learning_a_logistic_truth_beats_the_prior_and_nears_the_truth() -> None
         assert learned_loss < log_loss(y, truth[:, column]) + 0.01, action_id
         assert auc(y, scores[:, column]) > auc(y, truth[:, column]) - 0.03, action_id
         assert auc(y, scores[:, column]) > 0.7, action_id
-
-
-class CorrelatedWorld:
-    """Many inputs, few signals: each of `latent` hidden traits is seen through `copies`
-    noisy, differently scaled inputs (as counts, decayed counts and windows of one activity
-    are), and P(accept | a) = sigmoid(b_a + w_a · traits)."""
-
-    def __init__(self, seed: int, latent: int = 4, copies: int = 8) -> None:
-        self.rng = np.random.default_rng(seed)
-        self.latent, self.copies = latent, copies
-        self.weights = self.rng.normal(0.0, 0.8, (len(PRIORS), latent))
-        rates = np.array(list(PRIORS.values()))
-        self.intercepts = np.log(rates / (1.0 - rates))
-        self.scale = self.rng.uniform(0.5, 4.0, latent * copies)
-
-    def draw(self, n: int) -> tuple[list[dict[str, float]], np.ndarray, np.ndarray]:
-        """n customers' inputs, their true acceptance probabilities and sampled answers."""
-        traits = self.rng.normal(size=(n, self.latent))
-        noise = self.rng.normal(0.0, 0.3, (n, self.latent * self.copies))
-        x = (np.repeat(traits, self.copies, axis=1) + noise) * self.scale
-        truth = 1.0 / (1.0 + np.exp(-(self.intercepts + traits @ self.weights.T)))
-        names = [f"f{j}" for j in range(x.shape[1])]
-        inputs = [dict(zip(names, row.tolist(), strict=True)) for row in x]
-        return inputs, truth, self.rng.random(truth.shape) < truth
-
-
-def excess_log_loss(model: OnlinePropensity, world: CorrelatedWorld) -> float:
-    """Mean over the actions of the model's log loss minus the truth's, on fresh customers."""
-    xs, truth, answers = world.draw(3_000)
-    scores = np.array([model.score(x, list(PRIORS)) for x in xs])
-    y = answers.astype(float)
-    return float(
-        np.mean(
-            [
-                log_loss(y[:, j], scores[:, j]) - log_loss(y[:, j], truth[:, j])
-                for j in range(len(PRIORS))
-            ]
-        )
-    )
-
-
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_many_correlated_inputs_are_learned_faster_than_by_constant_rate_sgd(seed: int) -> None:
-    """The weights learn by AdaGrad: on correlated inputs it beats the constant SGD rate the
-    model used before (0.02), from the same outcomes."""
-    world = CorrelatedWorld(seed)
-    adagrad, sgd = OnlinePropensity(PRIORS), OnlinePropensity(PRIORS)
-    for action_id in PRIORS:
-        sgd.pipeline(action_id)["LogisticRegression"].optimizer = optim.SGD(0.02)
-    xs, _, answers = world.draw(1_500)
-    for x, row in zip(xs, answers.tolist(), strict=True):
-        for action_id, accepted in zip(PRIORS, row, strict=True):
-            adagrad.learn_one(x, action_id, accepted)
-            sgd.learn_one(x, action_id, accepted)
-    excess = excess_log_loss(adagrad, copy.deepcopy(world))
-    assert excess < 0.012
-    assert excess < excess_log_loss(sgd, copy.deepcopy(world))
-
-
-def test_the_weights_take_the_steps_of_rivers_adagrad() -> None:
-    ours, rivers = OnlinePropensity(PRIORS), OnlinePropensity(PRIORS)
-    for action_id in PRIORS:
-        rivers.pipeline(action_id)["LogisticRegression"].optimizer = optim.AdaGrad(0.1)
-    xs, _, answers = LogisticWorld(5).draw(300)
-    for x, row in zip(xs, answers.tolist(), strict=True):
-        for action_id, accepted in zip(PRIORS, row, strict=True):
-            ours.learn_one(x, action_id, accepted)
-            rivers.learn_one(x, action_id, accepted)
-    for action_id in PRIORS:
-        learned = ours.pipeline(action_id)["LogisticRegression"]
-        assert isinstance(learned.optimizer, optim.AdaGrad)
-        expected = rivers.pipeline(action_id)["LogisticRegression"].weights
-        assert learned.weights == pytest.approx(expected, rel=1e-9, abs=1e-12)
-        assert ours.score(xs[0], [action_id]) == pytest.approx(rivers.score(xs[0], [action_id]))
 
 
 def test_uncertainty_shrinks_as_an_action_learns() -> None:
