@@ -19,6 +19,11 @@ checkpoint before they are acknowledged (`models.learning.Learner`); the API loa
 new version. A crash loses no outcome; those checkpointed but whose offsets Kafka had
 not committed yet are learned again.
 
+`walk_customer_base` (a timer, one worker at a time by lock): reads a few thousand
+customer states per tick towards the base-wide RFM quintile edges (`features.tiers`).
+After each applied batch, `identity_linked` events link identifiers to their customer
+(`RedisFeatureStore.link`, merging features).
+
 `expire_unanswered` (a timer, every `NO_ANSWER_SWEEP_INTERVAL_S` on every worker): closes
 the no-answer windows that are due in one atomic Redis script, then hands the closed
 windows on — as negatives to the `outcomes` topic in mode `negative` — and deletes them

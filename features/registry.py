@@ -5,13 +5,15 @@ Two sorts of feature:
 - a `StoredFeature` is kept per customer and changed by events: which event types (and,
   optionally, channel or a condition) touch it, what they contribute and how it
   aggregates (`Kind`). A keyed feature (`Key`) keeps one value per channel, product or
-  action. `features.state` compiles these declarations into the fold that applies events.
-- a `DerivedFeature` is computed when the customer is read, from stored values, the
-  read time and the base-wide RFM quantiles (tiers, stages, windows, preferences).
+  action. `features.fold_compiler` compiles these declarations into the fold that
+  `features.state` runs per event.
+- a `DerivedFeature` (declared in `features.derived` as `DERIVED`) is computed when the
+  customer is read, from stored values, the read time and the base-wide RFM quantiles
+  (tiers, stages, preferences).
 
 The profile API, the docs table (`python -m features.docs`), the CEL rule variables and
 the model inputs are all derived from `STORED` and `DERIVED`. Adding a feature is one
-declaration here plus its test.
+declaration plus its test.
 
 Naming follows the model's input conventions (models/features_vector.py): `_ts` for Unix
 seconds (0 = never), `_count`/`_amount` for long-tailed values that get a log scale.
