@@ -25,6 +25,7 @@ from benchmarks import (
     freshness,
     ingest_pipeline,
     ingest_store,
+    learning_quality,
     memory_per_customer,
     models_cost,
 )
@@ -43,6 +44,7 @@ BENCHMARKS: dict[str, ModuleType] = {
         decision_latency,
         memory_per_customer,
         models_cost,
+        learning_quality,
         feature_serving,
     )
 }
