@@ -294,11 +294,8 @@ def _earliest(current: Any, value: Any) -> Any:
     return value if not current or value < current else current
 
 
-def _latest_time(current: Any, value: Any) -> Any:
-    return value if current is None or value > current else current
-
-
-def _latest_value(current: Any, value: Any) -> Any:
+def _larger(current: Any, value: Any) -> Any:
+    """The later time, or the later [time, value] pair (ties: the larger value)."""
     return value if current is None or value > current else current
 
 
@@ -307,6 +304,6 @@ _COMBINE: dict[Kind, Callable[[Any, Any], Any]] = {
     Kind.SUM: _add,
     Kind.DECAYED: _add,
     Kind.FIRST_TIME: _earliest,
-    Kind.LAST_TIME: _latest_time,
-    Kind.LATEST: _latest_value,
+    Kind.LAST_TIME: _larger,
+    Kind.LATEST: _larger,
 }
