@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from actions.catalog import Catalog, load_catalog
 from actions.decision_log import DecisionLog
 from api.live_model import LiveModel, LiveSignedModel
+from engine.redis_client import connect_redis
 from engine.settings import Settings
 from features.publisher import EventPublisher
 from features.state import FeatureFold
@@ -133,7 +134,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     redis_url, bootstrap = settings.require_servers()
     signing_key = settings.require_model_key()
     catalog = load_catalog(settings.catalog_path)
-    redis = Redis.from_url(
+    redis = connect_redis(
         redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
     )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)

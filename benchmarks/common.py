@@ -32,6 +32,7 @@ from redis.asyncio import Redis
 
 from actions.catalog import load_catalog
 from engine.embedded import EmbeddedServices, die_with_parent_hook, stop_process_group
+from engine.redis_client import connect_redis
 from engine.settings import DEFAULT_CATALOG, Settings
 from engine.simulator import SimulatedBank
 from features.events import Event
@@ -386,7 +387,7 @@ async def flush(redis: Redis) -> None:
 
 async def server_version(settings: Settings) -> str:
     """The version of the Redis-protocol server at `settings.redis_url`."""
-    redis = Redis.from_url(str(settings.redis_url))
+    redis = connect_redis(str(settings.redis_url))
     try:
         info = await redis.info("server")
         return str(info.get("valkey_version") or info["redis_version"])

@@ -41,7 +41,6 @@ from typing import Any
 import httpx
 import uvloop
 from fastapi import FastAPI
-from redis.asyncio import Redis
 
 from actions.decide import decide
 from api.app import create_app
@@ -63,6 +62,7 @@ from benchmarks.common import (
     simulated_events,
 )
 from engine.embedded import free_port
+from engine.redis_client import connect_redis
 from engine.settings import Settings
 from engine.topics import ensure_topics
 from features.events import Channel, Event
@@ -154,7 +154,7 @@ def run(quick: bool = False) -> Result:
 
 async def _load(settings: Settings, events: list[Event]) -> None:
     """Apply the events to the store the API reads (outside every timed section)."""
-    redis = Redis.from_url(str(settings.redis_url))
+    redis = connect_redis(str(settings.redis_url))
     try:
         store = RedisFeatureStore(
             redis, FeatureFold(settings.feature_config()), key_prefix=settings.key_prefix

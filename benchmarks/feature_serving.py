@@ -58,6 +58,7 @@ from benchmarks.common import (
     server_version,
     simulated_events,
 )
+from engine.redis_client import connect_redis
 from engine.settings import Settings
 from features.events import Event
 from features.reading import Features
@@ -234,7 +235,7 @@ def run(quick: bool = False) -> Result:
 
 async def load_features(settings: Settings, events: list[Event], now: float) -> dict[str, Features]:
     """Apply the events with our store; every customer's features read with ours at `now`."""
-    redis = Redis.from_url(str(settings.redis_url))
+    redis = connect_redis(str(settings.redis_url))
     try:
         store = _our_store(redis, settings)
         for batch in batches(events, 500):
@@ -344,7 +345,7 @@ async def timed_reads(
     refs = feature_refs(table)
     feast_us: list[float] = []
     ours_us: list[float] = []
-    redis = Redis.from_url(str(settings.redis_url))
+    redis = connect_redis(str(settings.redis_url))
     try:
         ours = _our_store(redis, settings)
         for number in range(reads):

@@ -75,6 +75,7 @@ from benchmarks.common import (
     simulated_bank,
 )
 from engine.embedded import free_port
+from engine.redis_client import connect_redis
 from engine.settings import Settings
 from engine.simulator import SimulatedBank
 from engine.topics import ensure_topics
@@ -403,7 +404,7 @@ class Rig:
     @classmethod
     async def open(cls, settings: Settings, worker: Child, api: Child, broker_pid: int) -> Rig:
         """Connect to Redis and Kafka; the API is connected to on the first request."""
-        redis = Redis.from_url(str(settings.redis_url))
+        redis = connect_redis(str(settings.redis_url))
         producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2
         )  # as api/services.py configures it

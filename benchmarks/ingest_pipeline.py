@@ -45,6 +45,7 @@ from benchmarks.common import (
     simulated_events,
 )
 from engine.embedded import EmbeddedServices
+from engine.redis_client import connect_redis
 from engine.settings import Settings
 from engine.topics import ensure_topics
 from features.events import Event, decode_message
@@ -112,7 +113,7 @@ async def _one_repeat(
     published = time.perf_counter()
     messages = await _publish(settings, events)
     publish_rate = len(events) / (time.perf_counter() - published)
-    redis = Redis.from_url(str(settings.redis_url))
+    redis = connect_redis(str(settings.redis_url))
     try:
         await flush(redis)
         baseline_rate = await _drain_in_process(settings, redis, len(events))

@@ -39,6 +39,7 @@ from benchmarks.common import (
     server_version,
     simulated_bank,
 )
+from engine.redis_client import connect_redis
 from engine.settings import Settings
 from features.events import Channel, Event, EventType
 from features.registry import STORED, Kind
@@ -158,7 +159,7 @@ async def _check_against_store(
     days: list[list[Event]],
 ) -> int:
     """Apply the sample's events through the store, day by day; the bytes must match."""
-    redis = Redis.from_url(str(settings.redis_url))
+    redis = connect_redis(str(settings.redis_url))
     try:
         await flush(redis)
         store = RedisFeatureStore(redis, fold, key_prefix=settings.key_prefix)
@@ -179,7 +180,7 @@ async def _one_repeat(
     settings: Settings, fold: FeatureFold, encoded: dict[str, bytes]
 ) -> dict[str, float]:
     """Baseline one-byte strings, then the states, each from an empty Valkey."""
-    redis = Redis.from_url(str(settings.redis_url))
+    redis = connect_redis(str(settings.redis_url))
     try:
         store = RedisFeatureStore(redis, fold, key_prefix=settings.key_prefix)
         keyed = {store.state_key(customer): raw for customer, raw in encoded.items()}

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
         description="how far behind a customer's latest event time an event may arrive and "
         "still be applied (event ids are remembered that long); later ones go to the DLQ",
     )
+    state_cache_size: int = Field(
+        default=20_000,
+        ge=0,
+        description="decoded customer states a worker keeps between batches (3-12 KB each) "
+        "so that it does not decode them again; 0 turns the cache off",
+    )
     half_lives_days: dict[str, float] = Field(
         default_factory=dict,
         description="half-lives of decayed features by group, JSON, merged over the "

@@ -56,12 +56,12 @@ from typing import Any, TypeVar, cast
 
 import faust
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from actions.catalog import load_catalog
 from actions.decision_log import Attribution, DecisionLog
+from engine.redis_client import connect_redis
 from engine.settings import Settings
 from features.derived import FEATURES
 from features.events import EventType, Rejection, decode_message
@@ -165,9 +165,12 @@ def create_app(settings: Settings) -> faust.App:
         settings.outcomes_topic, key_serializer="raw", value_serializer="raw", partitions=1
     )
 
-    redis = Redis.from_url(redis_url)
+    redis = connect_redis(redis_url)
     store = RedisFeatureStore(
-        redis, FeatureFold(settings.feature_config()), key_prefix=settings.key_prefix
+        redis,
+        FeatureFold(settings.feature_config()),
+        key_prefix=settings.key_prefix,
+        cached_states=settings.state_cache_size,
     )
     stats = IngestStats(redis, key_prefix=settings.key_prefix)
     decision_log = DecisionLog(

@@ -8,13 +8,14 @@ touches, written out from the declarations — `source_for(...)` shows it. Nothi
 writes reaches this code: names come from the registry and values from `repr`.
 
 A compiled function is called as `apply(slots, ts, units, key_channel, key_product,
-key_action, attrs, event, weights)`; `weights` maps each decay group to the event's
-weight 2^((ts - decay_epoch) / half-life).
+key_action, attrs, event, age)`, `age` being the event's time past the state's decay
+reference (seconds); it weighs the event by 2^(age / half-life) once per decay group it
+touches, the half-lives being written into the source.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from features.config import SECONDS_PER_DAY
@@ -22,7 +23,7 @@ from features.events import Channel, EventType
 from features.registry import Key, Kind, StoredFeature, Value
 
 ApplyFunction = Callable[..., None]
-_PARAMETERS = "slots, ts, units, channel, product, action, attrs, event, weights"
+_PARAMETERS = "slots, ts, units, channel, product, action, attrs, event, age"
 _KEY_VARIABLE = {Key.CHANNEL: "channel", Key.PRODUCT: "product", Key.ACTION: "action"}
 
 
@@ -50,6 +51,10 @@ def add_to_day(daily: list[Any], ts: int, units: int) -> None:
         daily[2] += units
 
 
+def _weight_variable(decay_group: str) -> str:
+    return f"weight_{decay_group}"
+
+
 def _value_expression(feature: StoredFeature) -> str:
     if feature.value is Value.ONE:
         return "1"
@@ -62,7 +67,7 @@ def _statements(index: int, feature: StoredFeature) -> list[str]:
     """The statements folding an event into one feature's slot `slots[index]`."""
     value = _value_expression(feature)
     if feature.kind is Kind.DECAYED:
-        value = f"{value} * weights[{feature.decay!r}]"
+        value = f"{value} * {_weight_variable(feature.decay or '')}"
     slot = f"slots[{index}]"
     if feature.kind is Kind.DAILY:
         return [f"add_to_day({slot}, ts, {value})"]
@@ -109,19 +114,29 @@ def _guards(feature: StoredFeature, index: int) -> list[str]:
 
 
 def source_for(
-    stored: Sequence[StoredFeature], event_type: EventType, channel: Channel
+    stored: Sequence[StoredFeature],
+    event_type: EventType,
+    channel: Channel,
+    inverse_half_lives: Mapping[str, float],
 ) -> tuple[str, dict[str, Any]]:
-    """The source of the apply function for one event sort, and the names it uses."""
+    """The source of the apply function for one event sort, and the names it uses.
+
+    `inverse_half_lives` gives 1 / half-life in seconds for each decay group.
+    """
     namespace: dict[str, Any] = {
         "add_to_day": add_to_day,
         "attribute_number": attribute_number,
     }
     body: list[str] = []
-    for index, feature in enumerate(stored):
-        if feature.event_types is not None and event_type not in feature.event_types:
-            continue
-        if feature.channel is not None and feature.channel is not channel:
-            continue
+    touched = [
+        (index, feature)
+        for index, feature in enumerate(stored)
+        if (feature.event_types is None or event_type in feature.event_types)
+        and (feature.channel is None or feature.channel is channel)
+    ]
+    for group in sorted({f.decay for _, f in touched if f.decay is not None}):
+        body.append(f"{_weight_variable(group)} = 2.0 ** (age * {inverse_half_lives[group]!r})")
+    for index, feature in touched:
         namespace[f"where_{index}"] = feature.where
         namespace[f"keys_{index}"] = frozenset(feature.keys or ())
         statements = _statements(index, feature)
@@ -137,13 +152,13 @@ def source_for(
 
 
 def compile_plans(
-    stored: Sequence[StoredFeature],
+    stored: Sequence[StoredFeature], inverse_half_lives: Mapping[str, float]
 ) -> dict[tuple[EventType, Channel], ApplyFunction]:
     """One compiled apply function per (event type, channel)."""
     plans: dict[tuple[EventType, Channel], ApplyFunction] = {}
     for event_type in EventType:
         for channel in Channel:
-            source, namespace = source_for(stored, event_type, channel)
+            source, namespace = source_for(stored, event_type, channel, inverse_half_lives)
             code = compile(source, f"<features: {event_type.value} on {channel.value}>", "exec")
             exec(code, namespace)  # registry-generated source only; see the module docstring
             plans[event_type, channel] = namespace["apply"]

@@ -120,6 +120,8 @@ class StoredFeature:
             raise ValueError(f"{self.name}: `attr` is required for, and only for, Value.ATTR")
         if self.kind in (Kind.FIRST_TIME, Kind.LAST_TIME) and self.value is not Value.ONE:
             raise ValueError(f"{self.name}: time features take the event time, not a value")
+        if self.kind is Kind.DAILY and self.key is not None:
+            raise ValueError(f"{self.name}: daily buckets are kept per customer, not per key")
 
     def touches(self, event: Event) -> bool:
         """Whether the event changes this feature."""

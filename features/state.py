@@ -87,12 +87,16 @@ def _empty_slot(feature: StoredFeature) -> Any:
     if feature.key is not None:
         return {}
     if feature.kind is Kind.DAILY:
-        return [0, None, 0, {}]  # distinct days, first day, first day's units, buckets
+        return _empty_daily()
     if feature.kind is Kind.LATEST:
         return None
     if feature.kind is Kind.DECAYED:
         return 0.0
     return 0
+
+
+def _empty_daily() -> list[Any]:
+    return [0, None, 0, {}]  # distinct days, first day, first day's units, buckets
 
 
 class FeatureFold:
@@ -106,30 +110,27 @@ class FeatureFold:
             1.0 / config.half_life_s(f.decay) if f.decay else 0.0 for f in stored
         ]
         self._decayed = [i for i, f in enumerate(stored) if f.kind is Kind.DECAYED]
+        self._daily = [i for i, f in enumerate(stored) if f.kind is Kind.DAILY]
+        self._keyed = [i for i, f in enumerate(stored) if f.key is not None]
+        self._empty_slots = [_empty_slot(f) for f in stored]
         self._min_half_life = min(
             (config.half_life_s(stored[i].decay or "") for i in self._decayed), default=1.0
         )
-        self._plans = compile_plans(stored)
-        self._plan_decays = {
-            (event_type, channel): tuple(
-                sorted(
-                    {
-                        (f.decay, 1.0 / config.half_life_s(f.decay))
-                        for f in stored
-                        if f.decay is not None
-                        and (f.event_types is None or event_type in f.event_types)
-                        and (f.channel is None or f.channel is channel)
-                    }
-                )
-            )
-            for event_type, channel in self._plans
-        }
+        self._plans = compile_plans(
+            stored,
+            {f.decay: 1.0 / config.half_life_s(f.decay) for f in stored if f.decay is not None},
+        )
 
     # -- states ----------------------------------------------------------------------------
 
     def new_state(self) -> CustomerState:
         """The state of a customer never seen."""
-        return CustomerState(0, 0, {}, [_empty_slot(f) for f in self.stored])
+        slots = self._empty_slots.copy()
+        for index in self._keyed:
+            slots[index] = {}
+        for index in self._daily:
+            slots[index] = _empty_daily()
+        return CustomerState(0, 0, {}, slots)
 
     def apply(self, state: CustomerState, event: Event) -> Applied:
         """Apply one event to the state (in place) unless it is a duplicate or too late."""
@@ -148,13 +149,8 @@ class FeatureFold:
             state.decay_epoch = day * SECONDS_PER_DAY
         elif (ts - state.decay_epoch) / self._min_half_life > MAX_DECAY_EXPONENT:
             self._move_decay_epoch(state, day * SECONDS_PER_DAY)
-        plan = (event.type, event.channel)
-        epoch = state.decay_epoch
-        weights = {
-            group: 2.0 ** ((ts - epoch) * inverse) for group, inverse in self._plan_decays[plan]
-        }
         amount = event.amount
-        self._plans[plan](
+        self._plans[event.type, event.channel](
             state.slots,
             ts,
             0 if amount is None else round(amount * AMOUNT_SCALE),
@@ -163,7 +159,7 @@ class FeatureFold:
             event.action_id,
             event.attrs,
             event,
-            weights,
+            ts - state.decay_epoch,
         )
         if ts > state.watermark:
             state.watermark = ts
@@ -179,15 +175,10 @@ class FeatureFold:
         """Drop event ids and daily buckets too old to matter any more (idempotent)."""
         if not state.watermark:
             return
-        oldest_seen = (state.watermark - self._lateness) // SECONDS_PER_DAY
-        for day in [day for day in state.seen if day < oldest_seen]:
-            del state.seen[day]
+        _drop_days_before(state.seen, (state.watermark - self._lateness) // SECONDS_PER_DAY)
         oldest_bucket = state.watermark // SECONDS_PER_DAY - DAILY_RETENTION_DAYS + 1
-        for index, feature in enumerate(self.stored):
-            if feature.kind is Kind.DAILY:
-                buckets = state.slots[index][3]
-                for day in [day for day in buckets if day < oldest_bucket]:
-                    del buckets[day]
+        for index in self._daily:
+            _drop_days_before(state.slots[index][3], oldest_bucket)
 
     def _move_decay_epoch(self, state: CustomerState, epoch: int) -> None:
         """Rescale every decayed sum to a new reference time."""
@@ -265,6 +256,13 @@ class FeatureFold:
             ids[day] = array("Q")
             ids[day].frombytes(raw_ids)
         return CustomerState(watermark, epoch, ids, slots)
+
+
+def _drop_days_before(by_day: dict[int, Any], oldest: int) -> None:
+    """Remove the entries of days before `oldest` (usually none: checked without a loop)."""
+    if by_day and min(by_day) < oldest:
+        for day in [day for day in by_day if day < oldest]:
+            del by_day[day]
 
 
 def _merge_daily(mine: list[Any], theirs: list[Any]) -> None:

@@ -25,6 +25,9 @@ partition handed over in a rebalance, an identity merge, a deletion), EXEC fails
 batch is folded again from the fresh states — optimistic concurrency, so no update is
 ever lost and none applied twice.
 
+Decoded states are kept between batches (features.state_cache, `cached_states` of them):
+a state read back as the very bytes this store wrote is not decoded again.
+
 Redis Cluster: a multi-key WATCH/MGET/MULTI needs all keys in one slot; a cluster
 deployment must split the batch per slot. The store makes one transaction per batch,
 which suits a standalone Redis or Valkey.
@@ -44,6 +47,7 @@ from features.events import Event, iter_customer_groups
 from features.reading import Features, read_features
 from features.redis_text import as_text
 from features.state import Applied, CustomerState, FeatureFold
+from features.state_cache import StateCache
 from features.stats import IngestCounts, IngestStats
 
 #: Links followed from an identifier to its customer (a merged customer's aliases point to
@@ -91,10 +95,13 @@ class ApplyResult:
 class RedisFeatureStore:
     """Customer features in Redis; all I/O of the features package happens here."""
 
-    def __init__(self, redis: Redis, fold: FeatureFold, *, key_prefix: str = "") -> None:
+    def __init__(
+        self, redis: Redis, fold: FeatureFold, *, key_prefix: str = "", cached_states: int = 0
+    ) -> None:
         self._redis = redis
         self.fold = fold
         self._key_prefix = key_prefix
+        self.state_cache = StateCache(fold, cached_states)
 
     def customer_key(self, customer_id: str, suffix: str) -> str:
         """A key of one customer; the `{id}` hash tag keeps all of them in one slot."""
@@ -142,10 +149,12 @@ class RedisFeatureStore:
             return ApplyResult(applied=0, duplicates=0)
         async with self._redis.pipeline(transaction=True) as pipe:
             for _ in range(MAX_WATCH_ROUNDS):
+                keys: list[str] = []
                 try:
                     groups, keys, stored = await self._read_batch(pipe, events)
-                    result, writes = self._fold(groups, keys, stored)
+                    result, states = self._fold(groups, keys, stored)
                     pipe.multi()
+                    writes = {key: raw for key, raw, _ in states if raw is not None}
                     if writes:
                         pipe.mset(writes)
                     if count_into is not None:
@@ -153,9 +162,18 @@ class RedisFeatureStore:
                         counts = IngestCounts(result.applied, result.duplicates, dead)
                         count_into.queue_add(pipe, counts)
                     await pipe.execute()
-                    return result
                 except WatchError:
+                    self.state_cache.forget(keys)
                     continue
+                except BaseException:
+                    self.state_cache.forget(keys)
+                    raise
+                self.state_cache.keep(
+                    (key, raw or stored_raw, state)
+                    for (key, raw, state), stored_raw in zip(states, stored, strict=True)
+                    if raw or stored_raw
+                )
+                return result
         raise ContendedBatchError(
             f"a batch of {len(events)} events kept meeting concurrent changes to its "
             f"customers in {MAX_WATCH_ROUNDS} attempts"
@@ -243,14 +261,18 @@ class RedisFeatureStore:
         groups: list[tuple[str, list[Event]]],
         keys: list[str],
         stored: list[bytes | None],
-    ) -> tuple[ApplyResult, dict[str, bytes]]:
-        """Fold each customer's events into its state; the states that changed, encoded."""
+    ) -> tuple[ApplyResult, list[tuple[str, bytes | None, CustomerState]]]:
+        """Fold each customer's events into its state (in place).
+
+        Returns, per customer in `keys` order, the key, the encoded state if it changed
+        (None if every event was a duplicate or late) and the state.
+        """
         fold = self.fold
         applied = duplicates = 0
         late: list[LateEvent] = []
-        writes: dict[str, bytes] = {}
+        states: list[tuple[str, bytes | None, CustomerState]] = []
         for (_, customer_events), key, raw in zip(groups, keys, stored, strict=True):
-            state = fold.new_state() if raw is None else fold.decode(raw)
+            state = self.state_cache.state(key, raw)
             changed = False
             for event in customer_events:
                 outcome = fold.apply(state, event)
@@ -263,8 +285,8 @@ class RedisFeatureStore:
                     late.append(LateEvent(event, self._late_reason(event, state)))
             if changed:
                 fold.prune(state)
-                writes[key] = fold.encode(state)
-        return ApplyResult(applied=applied, duplicates=duplicates, late=late), writes
+            states.append((key, fold.encode(state) if changed else None, state))
+        return ApplyResult(applied=applied, duplicates=duplicates, late=late), states
 
     def _late_reason(self, event: Event, state: CustomerState) -> str:
         lateness = self.fold.config.allowed_lateness_s

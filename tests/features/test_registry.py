@@ -9,7 +9,7 @@ from features.docs import README, render_table, with_table
 from features.events import Channel, EventType
 from features.fold_compiler import source_for
 from features.reading import default_features
-from features.registry import STORED, Kind, StoredFeature, Value
+from features.registry import STORED, Key, Kind, StoredFeature, Value
 from models.features_vector import Transform, transform_of
 
 #: What the features issue asks for, family by family (a name from each).
@@ -70,13 +70,21 @@ def test_categorical_features_are_text_and_others_numbers() -> None:
 
 
 def test_a_feature_runs_only_for_the_event_types_it_declares() -> None:
-    source, _ = source_for(STORED, EventType.LOGIN, Channel.MOBILE)
+    half_lives = {f.decay: 1.0 / 86_400 for f in STORED if f.decay is not None}
+    source, _ = source_for(STORED, EventType.LOGIN, Channel.MOBILE, half_lives)
     assert "# event_count" in source
     assert "# ch_{key}_count" in source
     assert "# txn_count" not in source
     assert "# consent_{key}" not in source
-    source, _ = source_for(STORED, EventType.SURVEY, Channel.SMS)
+    source, _ = source_for(STORED, EventType.SURVEY, Channel.SMS, half_lives)
     assert "attribute_number(attrs.get('score'))" in source
+
+
+def test_decayed_features_weigh_the_event_by_their_group_half_life() -> None:
+    half_lives = {f.decay: 1.0 / (index + 1) for index, f in enumerate(STORED) if f.decay}
+    source, _ = source_for(STORED, EventType.LOGIN, Channel.MOBILE, half_lives)
+    (channel_group,) = {f.decay for f in STORED if f.name == "ch_{key}_decayed_count"}
+    assert f"weight_{channel_group} = 2.0 ** (age * {half_lives[channel_group]!r})" in source
 
 
 def test_declarations_are_checked() -> None:
@@ -84,6 +92,8 @@ def test_declarations_are_checked() -> None:
         StoredFeature("x", "f", "d", Kind.DECAYED)
     with pytest.raises(ValueError, match="attr"):
         StoredFeature("x", "f", "d", Kind.LATEST, value=Value.ATTR)
+    with pytest.raises(ValueError, match="daily buckets"):
+        StoredFeature("x", "f", "d", Kind.DAILY, key=Key.CHANNEL)
 
 
 def test_the_readme_feature_table_is_generated_from_the_registry() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
+import pytest
 from redis.asyncio import Redis
 
 from engine.settings import Settings
@@ -50,8 +51,12 @@ def reference(events: list[Event]) -> dict[str, bytes]:
     return {customer: FOLD.encode(state) for customer, state in states.items()}
 
 
-def store_for(redis: Redis, settings: Settings, suffix: str = "") -> RedisFeatureStore:
-    return RedisFeatureStore(redis, FOLD, key_prefix=settings.key_prefix + suffix)
+def store_for(
+    redis: Redis, settings: Settings, suffix: str = "", cached_states: int = 0
+) -> RedisFeatureStore:
+    return RedisFeatureStore(
+        redis, FOLD, key_prefix=settings.key_prefix + suffix, cached_states=cached_states
+    )
 
 
 async def stored_states(store: RedisFeatureStore) -> dict[str, bytes]:
@@ -99,11 +104,15 @@ async def test_late_events_are_returned_with_their_reason(redis: Redis, settings
     assert "allowed lateness" in result.late[0].reason
 
 
-async def test_concurrent_writers_lose_no_update(redis: Redis, settings: Settings) -> None:
+@pytest.mark.parametrize("cached_states", [0, 100])
+async def test_concurrent_writers_lose_no_update(
+    redis: Redis, settings: Settings, cached_states: int
+) -> None:
     """Two writers applying to the same customers at once (a rebalance hand-over): every
     event counts once — the optimistic transaction retries the loser."""
     events = make_events(400)
-    first, second = store_for(redis, settings), store_for(redis, settings)
+    first = store_for(redis, settings, cached_states=cached_states)
+    second = store_for(redis, settings, cached_states=cached_states)
     batches = [events[i : i + 20] for i in range(0, 400, 20)]
     results = await asyncio.gather(
         *((first if index % 2 else second).apply(batch) for index, batch in enumerate(batches))
@@ -111,6 +120,39 @@ async def test_concurrent_writers_lose_no_update(redis: Redis, settings: Setting
     assert sum(result.applied for result in results) == 400
     counts = [await first.read(customer, now=T0) for customer in CUSTOMERS]
     assert sum(features["event_count"] for features in counts if features) == 400
+
+
+async def test_batches_racing_on_one_cached_store_lose_no_update(
+    redis: Redis, settings: Settings
+) -> None:
+    """Concurrent batches of one store share its state cache: none folds into a state
+    another is folding, and a batch retried after a conflict starts from Redis."""
+    store = store_for(redis, settings, cached_states=100)
+    events = make_events(400)
+    await asyncio.gather(*(store.apply(events[i : i + 10]) for i in range(0, 400, 10)))
+    expected = reference(events)
+    for customer in CUSTOMERS:
+        got = await store.read(customer, now=T0 + 86_400)
+        want = read_features(FOLD, FOLD.decode(expected[customer]), T0 + 86_400)
+        assert got is not None
+        assert got.keys() == want.keys()
+        for name, value in got.items():  # decayed sums: another order, other last bits
+            assert value == (
+                pytest.approx(want[name], rel=1e-12) if "decayed" in name else want[name]
+            )
+
+
+async def test_a_cached_store_sees_what_other_writers_wrote(
+    redis: Redis, settings: Settings
+) -> None:
+    cached, other = store_for(redis, settings, cached_states=100), store_for(redis, settings)
+    events = make_events(300)
+    for start in range(0, 300, 30):
+        writer = other if start // 30 % 3 == 2 else cached  # cached twice, then the other
+        await writer.apply(events[start : start + 30])
+    assert await stored_states(cached) == reference(events)
+    assert cached.state_cache.hits > 0
+    assert cached.state_cache.misses > 0
 
 
 async def test_delete_removes_the_customer(redis: Redis, settings: Settings) -> None:

@@ -1,0 +1,43 @@
+"""The engine's Redis client (hiredis-packed commands) against the embedded Valkey."""
+
+from __future__ import annotations
+
+import pytest
+from redis.exceptions import DataError
+
+from engine.redis_client import HiredisPackingConnection, connect_redis
+from engine.settings import Settings
+
+
+async def test_commands_round_trip_every_argument_type(settings: Settings) -> None:
+    redis = connect_redis(str(settings.redis_url))
+    prefix = settings.key_prefix
+    try:
+        await redis.mset({f"{prefix}s": "tête", f"{prefix}b": b"\x00\xff", f"{prefix}i": 42})
+        await redis.set(f"{prefix}f", 2.5)
+        assert await redis.mget([f"{prefix}s", f"{prefix}b", f"{prefix}i", f"{prefix}f"]) == [
+            "tête".encode(),
+            b"\x00\xff",
+            b"42",
+            b"2.5",
+        ]
+        assert await redis.object("encoding", f"{prefix}i") == b"int"  # "OBJECT ENCODING"
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.incr(f"{prefix}i")
+            pipe.get(f"{prefix}i")
+            assert await pipe.execute() == [43, b"43"]
+        pool = redis.connection_pool
+        assert pool.connection_class is HiredisPackingConnection
+    finally:
+        await redis.aclose()
+
+
+async def test_values_redis_py_refuses_are_refused(settings: Settings) -> None:
+    redis = connect_redis(str(settings.redis_url))
+    try:
+        with pytest.raises(DataError, match="bool"):
+            await redis.set(f"{settings.key_prefix}flag", True)
+        with pytest.raises(DataError):
+            await redis.set(f"{settings.key_prefix}none", None)  # type: ignore[arg-type]
+    finally:
+        await redis.aclose()
