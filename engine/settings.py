@@ -132,6 +132,12 @@ class Settings(BaseSettings):
         description="dormant: no customer-initiated event in the last this many days of the "
         "churn horizon (at most `churn_horizon_days`)",
     )
+    churn_snapshots_per_s: float = Field(
+        default=100.0,
+        gt=0.0,
+        description="customer snapshots (a churn label to wait for and a segment sample) a "
+        "worker takes per second at most; customers left out get one at a later event",
+    )
     segments_count: int = Field(default=6, ge=1, description="behavioural segments (k-means k)")
     segments_warmup: int = Field(
         default=500,

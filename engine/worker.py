@@ -75,7 +75,13 @@ from models.checkpoints import (
     SignedModelStore,
     StaleCheckpointError,
 )
-from models.churn import ChurnModel, CustomerModelsFeed, CustomerModelsLearner, PendingChurnLabels
+from models.churn import (
+    ChurnModel,
+    CustomerModelsFeed,
+    CustomerModelsLearner,
+    PendingChurnLabels,
+    SnapshotBudget,
+)
 from models.learning import Learner, Outcome, decode_outcomes, encode_outcomes
 from models.offpolicy import BanditLog
 from models.segments import Segmenter, SegmentSamples
@@ -196,7 +202,9 @@ def create_app(settings: Settings) -> faust.App:
         dormant_after_s=settings.churn_dormant_days * SECONDS_PER_DAY,
     )
     segment_samples = SegmentSamples(redis, key_prefix=settings.key_prefix)
-    customer_feed = CustomerModelsFeed(churn_labels, segment_samples, store)
+    customer_feed = CustomerModelsFeed(
+        churn_labels, segment_samples, store, SnapshotBudget(settings.churn_snapshots_per_s)
+    )
     rfm_edges = EdgesCache(redis, key_prefix=settings.key_prefix)
     customer_models = CustomerModelsLearner(
         redis,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -138,6 +139,13 @@ class Event(BaseModel):
     action_id: Identifier | None = None
     decision_id: Identifier | None = None
     attrs: dict[str, AttrValue] = Field(default_factory=dict, max_length=32)
+
+    @field_validator("ts")
+    @classmethod
+    def _in_utc(cls, ts: datetime) -> datetime:
+        """The same instant in the standard library's UTC: its `timestamp()` is several
+        times faster than with the parser's own tzinfo, and the store calls it per event."""
+        return ts.astimezone(UTC)
 
     @field_validator("amount")
     @classmethod

@@ -134,7 +134,7 @@ class FeatureFold:
 
     def apply(self, state: CustomerState, event: Event) -> Applied:
         """Apply one event to the state (in place) unless it is a duplicate or too late."""
-        ts = int(event.ts.timestamp())
+        ts = int(event.epoch_seconds)
         if state.watermark and ts < state.watermark - self._lateness:
             return Applied.LATE
         day = ts // SECONDS_PER_DAY

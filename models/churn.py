@@ -38,8 +38,13 @@ Redis layout (`{prefix}` is the key prefix):
   reads. A global key is acceptable here because it is off the event path: it is written
   once per snapshot (at most one per customer per horizon), read in batches by the
   expirer, and never touched by `on_events`; it costs one small member per pending
-  customer. No script spans it and a customer's key, so the layout works on Redis
-  Cluster. If it ever outgrows one slot, split it into N keys by a hash of the id.
+  customer. No script spans it and a customer's key. If it ever outgrows one slot,
+  split it into N keys by a hash of the id.
+
+Redis Cluster: `on_events_many` runs one script over a batch's customers' keys (one
+command instead of one per customer: the per-command client cost dominated the worker),
+so, like the feature store's batch transaction, it needs a standalone Redis or Valkey; a
+Cluster deployment must split batches per slot.
 
 Exactly once. A label is produced only by the script that deletes its snapshot —
 `on_events` for a closure, the per-customer resolution of `expire_due` for the others —
@@ -68,6 +73,7 @@ True
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -95,28 +101,43 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 """
 
-# KEYS: the customer's churn key. ARGV: n, n closure times (ascending), activity times.
-# Returns {t0, x, closure time} when a closure resolves the snapshot, else nil.
+# KEYS: the churn keys of a batch's customers. ARGV, per key in order: c, c closure times
+# (ascending), a, a activity times. Per key, returns 0 (no pending snapshot), 1 (pending,
+# activity recorded) or {t0, x, closure time} when a closure resolved the snapshot.
 _EVENTS_SCRIPT = """
-local t0, deadline, active, x = unpack(
-  redis.call('HMGET', KEYS[1], 't0', 'deadline', 'active', 'x'))
-if not t0 then return nil end
-local start, stop = tonumber(t0), tonumber(deadline)
-local closures = tonumber(ARGV[1])
-for i = 2, closures + 1 do
-  local t = tonumber(ARGV[i])
-  if t > start and t <= stop then
-    redis.call('DEL', KEYS[1])
-    return {t0, x, ARGV[i]}
+local replies, at = {}, 1
+for k = 1, #KEYS do
+  local closures = tonumber(ARGV[at])
+  local first_closure = at + 1
+  local activities = tonumber(ARGV[at + closures + 1])
+  local first_activity = at + closures + 2
+  at = first_activity + activities
+  local t0, deadline, active, x = unpack(
+    redis.call('HMGET', KEYS[k], 't0', 'deadline', 'active', 'x'))
+  if not t0 then
+    replies[k] = 0
+  else
+    local start, stop = tonumber(t0), tonumber(deadline)
+    replies[k] = 1
+    for i = first_closure, first_closure + closures - 1 do
+      local t = tonumber(ARGV[i])
+      if t > start and t <= stop then
+        redis.call('DEL', KEYS[k])
+        replies[k] = {t0, x, ARGV[i]}
+        break
+      end
+    end
+    if replies[k] == 1 then
+      local latest, latest_text = tonumber(active), nil
+      for i = first_activity, first_activity + activities - 1 do
+        local t = tonumber(ARGV[i])
+        if t > latest and t <= stop then latest, latest_text = t, ARGV[i] end
+      end
+      if latest_text then redis.call('HSET', KEYS[k], 'active', latest_text) end
+    end
   end
 end
-local latest, latest_text = tonumber(active), nil
-for i = closures + 2, #ARGV do
-  local t = tonumber(ARGV[i])
-  if t > latest and t <= stop then latest, latest_text = t, ARGV[i] end
-end
-if latest_text then redis.call('HSET', KEYS[1], 'active', latest_text) end
-return nil
+return replies
 """
 
 # KEYS: the customer's churn key. ARGV: now, dormant_after_s.
@@ -157,6 +178,15 @@ class Snapshot:
     customer_id: str
     x: dict[str, float]
     ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class EventsOutcome:
+    """What a batch of events did to pending snapshots: the closures it resolved, and the
+    batch's customers left without a pending snapshot (in the batch's order)."""
+
+    resolutions: list[Resolution]
+    without_pending: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,37 +341,35 @@ class PendingChurnLabels:
         strangers = {event.customer_id for event in events} - {customer_id}
         if strangers:
             raise ValueError(f"events of other customers than {customer_id!r}: {strangers}")
-        resolutions = await self.on_events_many(events)
+        resolutions = (await self.on_events_many(events)).resolutions
         return resolutions[0] if resolutions else None
 
-    async def on_events_many(self, events: Sequence[Event]) -> list[Resolution]:
-        """`on_events` for a batch of many customers' events, in one round trip."""
+    async def on_events_many(self, events: Sequence[Event]) -> EventsOutcome:
+        """`on_events` for a batch of many customers' events: one script, one round trip.
+
+        Also says which of the batch's customers have no pending snapshot after it (none
+        before, or one a closure just resolved), so that the caller knows whom to snapshot.
+        The script spans the batch's customers: standalone Redis or Valkey, as the
+        feature store's batch transaction (a Cluster deployment must split the batch per
+        slot).
+        """
         by_customer = dict(iter_customer_groups(list(events)))
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for customer_id, customer_events in by_customer.items():
-                await self._events_script(
-                    keys=[self.customer_key(customer_id)],
-                    args=_event_args(customer_events),
-                    client=pipe,
-                )
-            replies = await pipe.execute()
-        resolutions = []
+        if not by_customer:
+            return EventsOutcome([], [])
+        args: list[str | int] = []
+        for customer_events in by_customer.values():
+            args += _event_args(customer_events)
+        replies = await self._events_script(
+            keys=[self.customer_key(customer_id) for customer_id in by_customer], args=args
+        )
+        resolutions, without_pending = [], []
         for customer_id, reply in zip(by_customer, replies, strict=True):
-            if reply is not None:
+            if isinstance(reply, list):
                 t0, x, closed_ts = reply
                 resolutions.append(_resolution(customer_id, t0, x, closed_ts, "closed"))
-        return resolutions
-
-    async def without_pending(self, customer_ids: Sequence[str]) -> list[str]:
-        """The customers among `customer_ids` with no pending snapshot (one round trip).
-
-        Lets a caller read features only for customers a snapshot can be taken of.
-        """
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for customer_id in customer_ids:
-                pipe.exists(self.customer_key(customer_id))
-            pending = await pipe.execute()
-        return [c for c, exists in zip(customer_ids, pending, strict=True) if not exists]
+            if reply != 1:
+                without_pending.append(customer_id)
+        return EventsOutcome(resolutions, without_pending)
 
     async def queue_resolved(self, resolutions: Sequence[Resolution]) -> None:
         """Hand labels resolved by events to the learner (`take_resolved`)."""
@@ -423,29 +451,58 @@ return 0
 """
 
 
-#: Snapshots (churn label and segment sample) one applied batch takes at most.
-MAX_SNAPSHOTS_PER_BATCH = 16
+class SnapshotBudget:
+    """How many snapshots may be taken now: `per_s` per second, saved up to one second's worth.
+
+    Why: a snapshot reads and vectorises the customer's features (a few hundred µs). In
+    steady state few are due (one per customer per horizon), but on a fresh start every
+    customer is new, and snapshotting each at its first event would stall the stream; the
+    customers left out are snapshotted at a later batch of theirs.
+    """
+
+    def __init__(self, per_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if not per_s > 0.0:
+            raise ValueError(f"snapshots per second must be positive, got {per_s}")
+        self._per_s = per_s
+        self._clock = clock
+        self._available = per_s
+        self._at = clock()
+
+    def take(self, wanted: int) -> int:
+        """Up to `wanted` snapshots allowed now (and counted as taken)."""
+        now = self._clock()
+        self._available = min(self._per_s, self._available + (now - self._at) * self._per_s)
+        self._at = now
+        granted = min(wanted, int(self._available))
+        self._available -= granted
+        return granted
 
 
 class CustomerModelsFeed:
     """What every worker does after the store applied a batch of events (any partition).
 
     1. `on_events_many`: closures resolve pending snapshots; those labels are queued for
-       the learner, the other events record activity.
+       the learner, the other events record activity. The same script says which
+       customers have no pending snapshot.
     2. The watermark moves to the batch's latest event time.
-    3. Each customer of the batch without a pending snapshot gets one, at the time of
-       their latest event in the batch, with x = `vectorise(features, now=that time)`
-       (no channel); each snapshot taken also queues the customer's features as a
-       segment sample. So a customer is sampled at most once per horizon, and only the
-       features of those customers are read (usually none: most have a snapshot).
+    3. Customers of the batch without a pending snapshot get one, as the budget allows,
+       at the time of their latest event in the batch, with
+       x = `vectorise(features, now=that time)` (no channel); each snapshot taken also
+       queues the customer's features as a segment sample. So a customer is sampled at
+       most once per horizon, and only the features of those customers are read.
     """
 
     def __init__(
-        self, labels: PendingChurnLabels, samples: SegmentSamples, store: RedisFeatureStore
+        self,
+        labels: PendingChurnLabels,
+        samples: SegmentSamples,
+        store: RedisFeatureStore,
+        budget: SnapshotBudget,
     ) -> None:
         self._labels = labels
         self._samples = samples
         self._store = store
+        self._budget = budget
 
     async def observe(
         self, events: Sequence[Event], rfm_edges: Mapping[str, tuple[float, ...]]
@@ -453,15 +510,16 @@ class CustomerModelsFeed:
         """Feed one applied batch; returns how many snapshots were taken."""
         if not events:
             return 0
-        await self._labels.queue_resolved(await self._labels.on_events_many(events))
+        outcome = await self._labels.on_events_many(events)
+        await self._labels.queue_resolved(outcome.resolutions)
         latest: dict[str, float] = {}
         for event in events:
             latest[event.customer_id] = max(latest.get(event.customer_id, 0.0), event.epoch_seconds)
         await self._labels.advance_watermark(max(latest.values()))
-        # at most a few snapshots per batch: when every customer is new (a fresh start),
-        # reading and vectorising all of them would stall the stream; the others are
-        # snapshotted by the following batches
-        new = (await self._labels.without_pending(list(latest)))[:MAX_SNAPSHOTS_PER_BATCH]
+        due = outcome.without_pending
+        new = due[: self._budget.take(len(due))] if due else []
+        if not new:
+            return 0
         states = await self._store.read_states(new)
         snapshots, features_of = [], {}
         for customer_id, state in zip(new, states, strict=True):
@@ -596,10 +654,11 @@ def _decode_resolution(raw: bytes | str) -> Resolution:
 
 
 def _event_args(events: Sequence[Event]) -> list[str | int]:
-    """ARGV of the events script: closure times (ascending), then activity times."""
+    """One customer's part of the events script's ARGV: its closure times (ascending), then
+    its activity times, each list after its length."""
     closures = sorted(e.epoch_seconds for e in events if e.type is EventType.PRODUCT_CLOSED)
     activity = [e.epoch_seconds for e in events if e.type in _ACTIVITY_TYPES]
-    return [len(closures), *map(repr, closures), *map(repr, activity)]
+    return [len(closures), *map(repr, closures), len(activity), *map(repr, activity)]
 
 
 def _resolution(

@@ -15,7 +15,7 @@ import models.churn
 from engine.settings import Settings
 from features.events import Event
 from models import persistence
-from models.churn import ChurnModel, PendingChurnLabels, Resolution, Snapshot
+from models.churn import ChurnModel, PendingChurnLabels, Resolution, Snapshot, SnapshotBudget
 
 T0 = 1_767_605_400.0
 DAY = 86_400.0
@@ -199,7 +199,7 @@ async def test_a_new_snapshot_after_a_closure_keeps_its_own_deadline(
 
 async def test_a_batch_of_many_customers_resolves_each_one(labels: PendingChurnLabels) -> None:
     await labels.snapshot_many([Snapshot(c, {"c": float(i)}, T0) for i, c in enumerate("ABC")])
-    resolutions = await labels.on_events_many(
+    outcome = await labels.on_events_many(
         [
             event("A", "product_closed", T0 + DAY),
             event("B", "login", T0 + 20 * DAY),
@@ -207,7 +207,8 @@ async def test_a_batch_of_many_customers_resolves_each_one(labels: PendingChurnL
             event("D", "product_closed", T0 + DAY),  # no snapshot
         ]
     )
-    assert [(r.customer_id, r.reason) for r in resolutions] == [("A", "closed")]
+    assert [(r.customer_id, r.reason) for r in outcome.resolutions] == [("A", "closed")]
+    assert outcome.without_pending == ["A", "D"]  # A's was just resolved
     expired = await labels.expire_due(T0 + HORIZON)
     assert sorted((r.customer_id, r.reason) for r in expired) == [
         ("B", "active"),
@@ -226,6 +227,19 @@ async def test_non_finite_inputs_are_refused_before_anything_is_stored(
 async def test_on_events_refuses_events_of_another_customer(labels: PendingChurnLabels) -> None:
     with pytest.raises(ValueError, match="other customers"):
         await labels.on_events("C1", [event("C2", "login", T0)])
+
+
+def test_the_snapshot_budget_refills_at_its_rate_up_to_one_second() -> None:
+    now = [0.0]
+    budget = SnapshotBudget(10.0, clock=lambda: now[0])
+    assert budget.take(25) == 10
+    assert budget.take(5) == 0
+    now[0] = 0.35
+    assert budget.take(5) == 3
+    now[0] = 60.0
+    assert budget.take(100) == 10  # saved up to one second's worth, not a minute's
+    with pytest.raises(ValueError, match="positive"):
+        SnapshotBudget(0.0)
 
 
 def test_dormancy_must_be_judged_inside_the_horizon(redis: Redis) -> None:
@@ -258,7 +272,7 @@ async def test_the_model_learns_a_synthetic_churn_signal_through_redis(
         for i in range(n)
         if closes[i] or not churns[i]
     ]
-    resolutions = await labels.on_events_many(events)
+    resolutions = (await labels.on_events_many(events)).resolutions
     while await labels.due(T0 + HORIZON):
         resolutions += await labels.expire_due(T0 + HORIZON, limit=500)
 

@@ -21,6 +21,7 @@ from models.churn import (
     CustomerModelsLearner,
     LearnStep,
     PendingChurnLabels,
+    SnapshotBudget,
 )
 from models.segments import Segmenter, SegmentSamples
 
@@ -79,7 +80,9 @@ def event(event_id: str, customer_id: str, kind: str, ts: float, **fields: objec
 class Wiring:
     """A store, a feed and two learners (two workers) on one test's keys."""
 
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(
+        self, redis: Redis, settings: Settings, budget: SnapshotBudget | None = None
+    ) -> None:
         prefix = settings.key_prefix
         self.store = RedisFeatureStore(
             redis, FeatureFold(settings.feature_config()), key_prefix=prefix
@@ -88,7 +91,9 @@ class Wiring:
             redis, key_prefix=prefix, horizon_s=10 * DAY, dormant_after_s=5 * DAY
         )
         self.samples = SegmentSamples(redis, key_prefix=prefix)
-        self.feed = CustomerModelsFeed(self.labels, self.samples, self.store)
+        self.feed = CustomerModelsFeed(
+            self.labels, self.samples, self.store, budget or SnapshotBudget(1000.0)
+        )
         self.segments_store = SignedModelStore(
             redis, key_prefix=prefix, signing_key=KEY, name="segments", model_type=Segmenter
         )
@@ -140,6 +145,24 @@ async def test_the_stream_resolves_labels_and_one_learner_learns_and_checkpoints
     assert segments is not None
     assert segments.model.ready
     assert segments.model.customers_learned == 4
+
+
+async def test_snapshots_wait_for_the_budget_and_come_at_a_later_batch(
+    redis: Redis, settings: Settings
+) -> None:
+    now = [0.0]
+    wiring = Wiring(redis, settings, SnapshotBudget(2.0, clock=lambda: now[0]))
+    customers = "ABCDE"
+    first = [event(f"{c}1", c, "login", T0) for c in customers]
+    assert await wiring.apply(first) == 2
+    assert await wiring.apply([event(f"{c}2", c, "login", T0 + 60) for c in customers]) == 0
+    now[0] = 1.0
+    assert await wiring.apply([event(f"{c}3", c, "login", T0 + 120) for c in customers]) == 2
+    pending = [await redis.exists(wiring.labels.customer_key(c)) for c in customers]
+    assert pending == [1, 1, 1, 1, 0]
+    t0 = await redis.hget(wiring.labels.customer_key("C"), "t0")
+    assert t0 is not None
+    assert float(t0) == T0 + 120  # taken at the customer's latest event of that batch
 
 
 async def test_a_new_lock_holder_builds_on_the_stored_models(
