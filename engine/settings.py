@@ -133,7 +133,7 @@ class Settings(BaseSettings):
         "churn horizon (at most `churn_horizon_days`)",
     )
     churn_snapshots_per_s: float = Field(
-        default=100.0,
+        default=20.0,
         gt=0.0,
         description="customer snapshots (a churn label to wait for and a segment sample) a "
         "worker takes per second at most; customers left out get one at a later event",

@@ -48,9 +48,15 @@ class Channel(StrEnum):
     POS = "pos"
     ADS = "ads"
 
+    # hashed as its value, in C: Enum's own __hash__ is Python code, paid on every set and
+    # dict lookup per event (the fold looks its function up by (type, channel))
+    __hash__ = str.__hash__
+
 
 class EventType(StrEnum):
     """What happened. Monetary types carry an `amount`; offer types an `action_id`."""
+
+    __hash__ = str.__hash__  # as Channel's
 
     TRANSACTION = "transaction"
     DEPOSIT = "deposit"

@@ -35,16 +35,19 @@ def attribute_number(value: Any) -> float | int | None:
 
 
 def add_to_day(daily: list[Any], ts: int, units: int) -> None:
-    """Fold one event into a DAILY slot: [distinct days, first day, its units, buckets]."""
+    """Fold one event into a DAILY slot: [distinct days, first day, its units, buckets].
+
+    Buckets are (count, units) tuples, not lists: the garbage collector stops tracking a
+    tuple of numbers, and a worker keeps thousands of states with up to 90 buckets each.
+    """
     day = ts // SECONDS_PER_DAY
     buckets = daily[3]
     bucket = buckets.get(day)
     if bucket is None:
-        buckets[day] = [1, units]
+        buckets[day] = (1, units)
         daily[0] += 1
     else:
-        bucket[0] += 1
-        bucket[1] += units
+        buckets[day] = (bucket[0] + 1, bucket[1] + units)
     if daily[1] is None or day < daily[1]:
         daily[1], daily[2] = day, units
     elif day == daily[1]:
@@ -79,7 +82,7 @@ def _statements(index: int, feature: StoredFeature) -> list[str]:
             Kind.FIRST_TIME: [f"if not {slot} or ts < {slot}: {slot} = ts"],
             Kind.LAST_TIME: [f"if ts > {slot}: {slot} = ts"],
             Kind.LATEST: [
-                f"latest = [ts, {value}]",
+                f"latest = (ts, {value})",
                 f"if {slot} is None or latest > {slot}: {slot} = latest",
             ],
         }[feature.kind]
@@ -94,7 +97,7 @@ def _statements(index: int, feature: StoredFeature) -> list[str]:
         ],
         Kind.LAST_TIME: [f"if ts > values.get({key}, 0): values[{key}] = ts"],
         Kind.LATEST: [
-            f"latest, known = [ts, {value}], values.get({key})",
+            f"latest, known = (ts, {value}), values.get({key})",
             f"if known is None or latest > known: values[{key}] = latest",
         ],
     }[feature.kind]

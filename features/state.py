@@ -241,16 +241,23 @@ class FeatureFold:
         return msgpack.packb([SCHEMA, state.watermark, state.decay_epoch, seen, *state.slots])
 
     def decode(self, raw: bytes) -> CustomerState:
-        """A state from its stored form; refuses a form this code does not know."""
-        items = msgpack.unpackb(raw, strict_map_key=False)
-        if not isinstance(items, list) or not items or items[0] != SCHEMA:
-            version = items[0] if isinstance(items, list) and items else None
+        """A state from its stored form; refuses a form this code does not know.
+
+        Arrays are read as tuples (pairs and buckets are replaced, never changed in place:
+        the garbage collector stops tracking tuples of numbers); the daily slots, which
+        the fold changes in place, as lists.
+        """
+        items = msgpack.unpackb(raw, strict_map_key=False, use_list=False)
+        if not isinstance(items, tuple) or not items or items[0] != SCHEMA:
+            version = items[0] if isinstance(items, tuple) and items else None
             raise ValueError(f"stored customer state has schema {version!r}, expected {SCHEMA}")
         _, watermark, epoch, seen, *slots = items
         if len(slots) != len(self.stored):
             raise ValueError(
                 f"stored customer state has {len(slots)} features, this registry {len(self.stored)}"
             )
+        for index in self._daily:
+            slots[index] = list(slots[index])
         ids = {}
         for day, raw_ids in seen.items():
             ids[day] = array("Q")
@@ -270,11 +277,7 @@ def _merge_daily(mine: list[Any], theirs: list[Any]) -> None:
     shared_days = sum(1 for day in theirs[3] if day in buckets)
     for day, (count, units) in theirs[3].items():
         bucket = buckets.get(day)
-        if bucket is None:
-            buckets[day] = [count, units]
-        else:
-            bucket[0] += count
-            bucket[1] += units
+        buckets[day] = (count, units) if bucket is None else (bucket[0] + count, bucket[1] + units)
     mine[0] += theirs[0] - shared_days
     if theirs[1] is not None and (mine[1] is None or theirs[1] < mine[1]):
         mine[1], mine[2] = theirs[1], theirs[2]

@@ -32,7 +32,7 @@ Redis layout (`{prefix}` is the key prefix):
   (`cust:{<id>}:*`) deletes it.
 - `{prefix}nba:churn:resolved`, a list: labels resolved by events (closures) in any
   worker, waiting for the one learner (`queue_resolved`, `take_resolved`).
-- `{prefix}nba:churn:watermark`: the latest event time seen (`advance_watermark`), the
+- `{prefix}nba:churn:watermark`: the latest event time seen (`on_events_many`), the
   clock `expire_due` is driven by.
 - `{prefix}nba:churn:due`, a sorted set: customer id → deadline, the index `expire_due`
   reads. A global key is acceptable here because it is off the event path: it is written
@@ -101,12 +101,15 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 """
 
-# KEYS: the churn keys of a batch's customers. ARGV, per key in order: c, c closure times
-# (ascending), a, a activity times. Per key, returns 0 (no pending snapshot), 1 (pending,
-# activity recorded) or {t0, x, closure time} when a closure resolved the snapshot.
+# KEYS: the watermark, then the churn keys of a batch's customers. ARGV: the batch's latest
+# event time (the watermark keeps the larger), then per churn key in order: c, c closure
+# times (ascending), a, a activity times. Per churn key, returns 0 (no pending snapshot),
+# 1 (pending, activity recorded) or {t0, x, closure time} when a closure resolved it.
 _EVENTS_SCRIPT = """
-local replies, at = {}, 1
-for k = 1, #KEYS do
+local watermark = tonumber(redis.call('GET', KEYS[1]) or '-inf')
+if tonumber(ARGV[1]) > watermark then redis.call('SET', KEYS[1], ARGV[1]) end
+local replies, at = {}, 2
+for k = 2, #KEYS do
   local closures = tonumber(ARGV[at])
   local first_closure = at + 1
   local activities = tonumber(ARGV[at + closures + 1])
@@ -114,20 +117,19 @@ for k = 1, #KEYS do
   at = first_activity + activities
   local t0, deadline, active, x = unpack(
     redis.call('HMGET', KEYS[k], 't0', 'deadline', 'active', 'x'))
-  if not t0 then
-    replies[k] = 0
-  else
+  local reply = 0
+  if t0 then
     local start, stop = tonumber(t0), tonumber(deadline)
-    replies[k] = 1
+    reply = 1
     for i = first_closure, first_closure + closures - 1 do
       local t = tonumber(ARGV[i])
       if t > start and t <= stop then
         redis.call('DEL', KEYS[k])
-        replies[k] = {t0, x, ARGV[i]}
+        reply = {t0, x, ARGV[i]}
         break
       end
     end
-    if replies[k] == 1 then
+    if reply == 1 then
       local latest, latest_text = tonumber(active), nil
       for i = first_activity, first_activity + activities - 1 do
         local t = tonumber(ARGV[i])
@@ -136,6 +138,7 @@ for k = 1, #KEYS do
       if latest_text then redis.call('HSET', KEYS[k], 'active', latest_text) end
     end
   end
+  replies[k - 1] = reply
 end
 return replies
 """
@@ -149,13 +152,6 @@ if not t0 or tonumber(deadline) > tonumber(ARGV[1]) then return nil end
 redis.call('DEL', KEYS[1])
 local dormant = tonumber(active) <= tonumber(deadline) - tonumber(ARGV[2])
 return {t0, x, deadline, dormant and 1 or 0}
-"""
-
-# KEYS: the watermark. ARGV: an event time. Keeps the larger.
-_WATERMARK_SCRIPT = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '-inf')
-if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1]) end
-return 0
 """
 
 # KEYS: the index. ARGV: member, score, member, score, ... as read before.
@@ -289,7 +285,6 @@ class PendingChurnLabels:
         self.index_key = f"{key_prefix}nba:churn:due"
         self.resolved_key = f"{key_prefix}nba:churn:resolved"
         self.watermark_key = f"{key_prefix}nba:churn:watermark"
-        self._watermark_script = redis.register_script(_WATERMARK_SCRIPT)
         self._snapshot_script = redis.register_script(_SNAPSHOT_SCRIPT)
         self._events_script = redis.register_script(_EVENTS_SCRIPT)
         self._resolve_script = redis.register_script(_RESOLVE_SCRIPT)
@@ -347,8 +342,9 @@ class PendingChurnLabels:
     async def on_events_many(self, events: Sequence[Event]) -> EventsOutcome:
         """`on_events` for a batch of many customers' events: one script, one round trip.
 
-        Also says which of the batch's customers have no pending snapshot after it (none
-        before, or one a closure just resolved), so that the caller knows whom to snapshot.
+        The watermark moves to the batch's latest event time. Also says which of the
+        batch's customers have no pending snapshot after it (none before, or one a closure
+        just resolved), so that the caller knows whom to snapshot.
         The script spans the batch's customers: standalone Redis or Valkey, as the
         feature store's batch transaction (a Cluster deployment must split the batch per
         slot).
@@ -356,12 +352,11 @@ class PendingChurnLabels:
         by_customer = dict(iter_customer_groups(list(events)))
         if not by_customer:
             return EventsOutcome([], [])
-        args: list[str | int] = []
+        args: list[str | int] = [repr(max(event.epoch_seconds for event in events))]
         for customer_events in by_customer.values():
             args += _event_args(customer_events)
-        replies = await self._events_script(
-            keys=[self.customer_key(customer_id) for customer_id in by_customer], args=args
-        )
+        keys = [self.watermark_key, *map(self.customer_key, by_customer)]
+        replies = await self._events_script(keys=keys, args=args)
         resolutions, without_pending = [], []
         for customer_id, reply in zip(by_customer, replies, strict=True):
             if isinstance(reply, list):
@@ -380,10 +375,6 @@ class PendingChurnLabels:
         """Up to `limit` queued labels, oldest first, removed: each is taken once."""
         raw = await self._redis.lpop(self.resolved_key, limit)
         return [_decode_resolution(item) for item in raw or ()]
-
-    async def advance_watermark(self, ts: float) -> None:
-        """Note event time `ts`; the watermark is the latest event time ever noted."""
-        await self._watermark_script(keys=[self.watermark_key], args=[repr(ts)])
 
     async def watermark(self) -> float | None:
         """The latest event time noted, None before any."""
@@ -454,10 +445,12 @@ return 0
 class SnapshotBudget:
     """How many snapshots may be taken now: `per_s` per second, saved up to one second's worth.
 
-    Why: a snapshot reads and vectorises the customer's features (a few hundred µs). In
-    steady state few are due (one per customer per horizon), but on a fresh start every
-    customer is new, and snapshotting each at its first event would stall the stream; the
-    customers left out are snapshotted at a later batch of theirs.
+    Why: a snapshot reads and vectorises the customer's features, and its segment sample
+    is learned later (together about a millisecond). In steady state few are due (one per
+    customer per horizon), but on a fresh start every customer is new, and snapshotting
+    each at its first event would stall the stream; the customers left out are
+    snapshotted at a later batch of theirs. When more are wanted than the budget holds, it
+    grants them a second's worth at a time, so that their Redis round trips are shared.
     """
 
     def __init__(self, per_s: float, clock: Callable[[], float] = time.monotonic) -> None:
@@ -473,6 +466,8 @@ class SnapshotBudget:
         now = self._clock()
         self._available = min(self._per_s, self._available + (now - self._at) * self._per_s)
         self._at = now
+        if self._available < min(wanted, self._per_s):
+            return 0
         granted = min(wanted, int(self._available))
         self._available -= granted
         return granted
@@ -482,10 +477,9 @@ class CustomerModelsFeed:
     """What every worker does after the store applied a batch of events (any partition).
 
     1. `on_events_many`: closures resolve pending snapshots; those labels are queued for
-       the learner, the other events record activity. The same script says which
-       customers have no pending snapshot.
-    2. The watermark moves to the batch's latest event time.
-    3. Customers of the batch without a pending snapshot get one, as the budget allows,
+       the learner, the other events record activity, the watermark moves to the batch's
+       latest event time. The same script says which customers have no pending snapshot.
+    2. Customers of the batch without a pending snapshot get one, as the budget allows,
        at the time of their latest event in the batch, with
        x = `vectorise(features, now=that time)` (no channel); each snapshot taken also
        queues the customer's features as a segment sample. So a customer is sampled at
@@ -512,14 +506,13 @@ class CustomerModelsFeed:
             return 0
         outcome = await self._labels.on_events_many(events)
         await self._labels.queue_resolved(outcome.resolutions)
-        latest: dict[str, float] = {}
-        for event in events:
-            latest[event.customer_id] = max(latest.get(event.customer_id, 0.0), event.epoch_seconds)
-        await self._labels.advance_watermark(max(latest.values()))
         due = outcome.without_pending
         new = due[: self._budget.take(len(due))] if due else []
         if not new:
             return 0
+        latest: dict[str, float] = {}
+        for event in events:
+            latest[event.customer_id] = max(latest.get(event.customer_id, 0.0), event.epoch_seconds)
         states = await self._store.read_states(new)
         snapshots, features_of = [], {}
         for customer_id, state in zip(new, states, strict=True):

@@ -229,13 +229,16 @@ async def test_on_events_refuses_events_of_another_customer(labels: PendingChurn
         await labels.on_events("C1", [event("C2", "login", T0)])
 
 
-def test_the_snapshot_budget_refills_at_its_rate_up_to_one_second() -> None:
+def test_the_snapshot_budget_refills_at_its_rate_and_grants_in_chunks() -> None:
     now = [0.0]
     budget = SnapshotBudget(10.0, clock=lambda: now[0])
     assert budget.take(25) == 10
     assert budget.take(5) == 0
     now[0] = 0.35
-    assert budget.take(5) == 3
+    assert budget.take(3) == 3  # what is wanted, when the budget holds it
+    assert budget.take(25) == 0  # more than it holds: it waits for a second's worth
+    now[0] = 1.35
+    assert budget.take(25) == 10
     now[0] = 60.0
     assert budget.take(100) == 10  # saved up to one second's worth, not a minute's
     with pytest.raises(ValueError, match="positive"):
