@@ -57,6 +57,7 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from benchmarks.common import (
+    FIRST_TRAFFIC_DAY,
     SESSION_TIMEOUT_S,
     BenchmarkError,
     Result,
@@ -307,7 +308,8 @@ def rate_prefix(rate: int) -> str:
 
 
 class BackgroundSource:
-    """The simulated bank's validated events, day after day, handed out in order.
+    """The simulated bank's validated events, day after day from its first day of traffic
+    (FIRST_TRAFFIC_DAY), handed out in order.
 
     Slices taken one after another continue the same simulation, so no event id repeats
     and every customer's events stay in time order across phases and repeats.
@@ -315,7 +317,7 @@ class BackgroundSource:
 
     def __init__(self, bank: SimulatedBank) -> None:
         self._bank = bank
-        self._day = 0
+        self._day = FIRST_TRAFFIC_DAY
         self._pending: list[Event] = []
 
     def take(self, count: int) -> list[Event]:

@@ -113,8 +113,16 @@ PRODUCT_TYPES = frozenset(
         EventType.BALANCE,
     }
 )
-#: Events the bank causes rather than the customer: they do not make a customer active.
-BANK_INITIATED_TYPES = frozenset({EventType.OFFER_IMPRESSION, EventType.IDENTITY_LINKED})
+#: Events the bank causes rather than the customer (an offer shown, identities linked, a
+#: balance statement, a complaint closed): they do not make a customer active.
+BANK_INITIATED_TYPES = frozenset(
+    {
+        EventType.OFFER_IMPRESSION,
+        EventType.IDENTITY_LINKED,
+        EventType.BALANCE,
+        EventType.COMPLAINT_RESOLVED,
+    }
+)
 MAX_SURVEY_SCORE = 10
 
 IDENTIFIER_RE = re.compile(IDENTIFIER_PATTERN)

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from benchmarks.common import (
+    SIMULATION_START,
     BenchmarkError,
     Result,
     Series,
@@ -24,6 +25,7 @@ from benchmarks.common import (
     simulated_events,
     source_digest,
 )
+from features.events import EventType
 
 
 def test_median_of_collects_each_figure_over_the_repeats(capsys: pytest.CaptureFixture) -> None:
@@ -156,13 +158,16 @@ def test_machine_description_names_cpu_memory_os_python_packages_and_revision() 
     orjson.dumps(machine)  # JSON-ready as it is
 
 
-def test_simulated_events_are_the_first_limit_or_whole_days_in_time_order() -> None:
-    first = simulated_events(50, limit=200)
-    assert len(first) == 200  # more than the ~150 events of one day of 50 customers
-    two_days = simulated_events(50, days=2)
-    assert [event.event_id for event in two_days[:200]] == [event.event_id for event in first]
-    times = [event.ts for event in two_days]
+def test_simulated_events_are_whole_days_or_the_first_limit_of_the_traffic() -> None:
+    three_days = simulated_events(50, days=3)
+    times = [event.ts for event in three_days]
     assert times == sorted(times)
+    opening_day = [e for e in three_days if e.ts.date() == SIMULATION_START.date()]
+    assert {e.type for e in opening_day} >= {EventType.PRODUCT_OPENED, EventType.BALANCE}
+    first = simulated_events(50, limit=200)
+    assert len(first) == 200  # more than one day of 50 customers: days 1 and 2
+    traffic = three_days[len(opening_day) :]
+    assert [event.event_id for event in traffic[:200]] == [event.event_id for event in first]
     with pytest.raises(ValueError, match="either days or limit"):
         simulated_events(50)
     with pytest.raises(ValueError, match="either days or limit"):
