@@ -250,17 +250,17 @@ def _replayed(outcome: Outcome, state: LearnerState) -> bool:
 
 
 def _learn_one(model: OnlinePropensity, state: LearnerState, outcome: Outcome) -> DriftAlert | None:
-    """Predict the outcome, count the prediction, watch for drift, then learn it.
+    """Predict the outcome, learn it, count the prediction and watch for drift.
 
-    The prediction is river's own (`predict_proba_one` of the action's pipeline): equal
-    to the vectorised score, and cheaper here, where every call follows a `learn_one`.
-    Raises `UnknownActionError`, before changing anything, for an unknown action.
+    The prediction is made before learning, with the model as it was (river's own
+    `predict_proba_one` of the action's pipeline, equal to the vectorised score), in the
+    same pass over x as the learning (`predict_learn_one`). Raises `UnknownActionError`,
+    before changing anything, for an unknown action.
     """
     accepted = bool(outcome.reward)
-    p = model.pipeline(outcome.action_id).predict_proba_one(outcome.x)[True]
+    p = model.predict_learn_one(outcome.x, outcome.action_id, accepted)
     state.validation.update(outcome.action_id, p, accepted)
     alert = state.drift.update(outcome.action_id, accepted, ts=time.time())
-    model.learn_one(outcome.x, outcome.action_id, accepted)
     if outcome.expiry_id is not None:
         state.no_answer_through = outcome.expiry_id
     return alert

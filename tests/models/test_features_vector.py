@@ -77,6 +77,16 @@ def test_the_transform_goes_by_suffix(name: str, transform: Transform) -> None:
     assert transform_of(name) is transform
 
 
+def test_every_vector_shares_the_same_name_objects() -> None:
+    # The learner looks every name up in its own dicts: the same object needs no compare.
+    features = {"lifecycle_stage": "new", "last_seen_ts": NOW - 100.0, "first_seen_ts": 0.0}
+    first = vectorise(features, now=NOW, channel=Channel.WEB)
+    second = vectorise({**features, "first_seen_ts": NOW - 9.0}, now=NOW + 5.0)
+    shared = [name for name in first if name in second]
+    assert len(shared) == 9  # 6 stages, last_seen ×2, first_seen_never
+    assert all(any(name is other for other in second) for name in shared)
+
+
 def test_a_category_becomes_one_indicator() -> None:
     x = vectorise({"lifecycle_stage": "at_risk", "txn_count": 0}, now=NOW)
     stages = {name: value for name, value in x.items() if name.startswith("lifecycle_stage_")}

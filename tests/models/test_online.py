@@ -10,9 +10,10 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from river import preprocessing
 
 import models.online
-from models.online import OnlinePropensity, UnknownActionError
+from models.online import MIN_STD, FlooredStandardScaler, OnlinePropensity, UnknownActionError
 from models.propensity import PropensityModel
 
 PRIORS = {"gold_card": 0.05, "savings": 0.10, "loan": 0.02}
@@ -141,6 +142,8 @@ def test_learning_an_unknown_action_raises_and_changes_nothing() -> None:
     model = OnlinePropensity(PRIORS)
     with pytest.raises(UnknownActionError, match="nope"):
         model.learn_one({"f0": 1.0}, "nope", True)
+    with pytest.raises(UnknownActionError, match="nope"):
+        model.predict_learn_one({"f0": 1.0}, "nope", True)
     assert model.actions == tuple(PRIORS)
 
 
@@ -171,6 +174,79 @@ def test_uncertainty_shrinks_as_an_action_learns() -> None:
     learned = np.array([model.logit_distribution(x, list(PRIORS))[1] for x in xs])
     assert (learned < cold).all()
     assert (np.median(learned, axis=0) < cold / 2).all()
+
+
+def test_predict_learn_one_predicts_with_the_model_before_learning_then_learns_the_same() -> None:
+    world = LogisticWorld(4)
+    model, reference = OnlinePropensity(PRIORS), OnlinePropensity(PRIORS)
+    xs, _, answers = world.draw(300)
+    for index, (x, row) in enumerate(zip(xs, answers, strict=True)):
+        action_id = world.actions[index % len(world.actions)]
+        x = x if index % 10 else {**x, f"new_{index}": 1.0}  # new features now and then
+        accepted = bool(row[index % len(world.actions)])
+        expected = reference.pipeline(action_id).predict_proba_one(x)[True]
+        reference.learn_one(x, action_id, accepted)
+        assert model.predict_learn_one(x, action_id, accepted) == pytest.approx(expected, abs=1e-12)
+    assert model.predict_learn_one(xs[0], "loan", True) == pytest.approx(
+        reference.score(xs[0], ["loan"])[0], abs=1e-9
+    )
+    reference.learn_one(xs[0], "loan", True)
+    assert model.score(xs[1], list(PRIORS)) == reference.score(xs[1], list(PRIORS))
+    assert model.outcomes("loan") == reference.outcomes("loan") == 101
+
+
+# -- the scaler: river's statistics, in arrays ------------------------------------------------
+
+
+def scaler_stream(seed: int, n: int) -> list[dict[str, float]]:
+    """Inputs whose features come and go, one of them on a scale far below MIN_STD."""
+    rng = np.random.default_rng(seed)
+    xs = []
+    for index in range(n):
+        x = {name: float(rng.normal(3.0, 2.0)) for name in FEATURES if rng.random() < 0.8}
+        x["tiny"] = 5.0 + float(rng.normal(0.0, 1e-6))
+        if index >= n // 2:
+            x["late"] = float(rng.integers(0, 3))
+        xs.append(x)
+    return xs
+
+
+def test_the_scaler_keeps_rivers_statistics() -> None:
+    ours, river = FlooredStandardScaler(), preprocessing.StandardScaler()
+    for x in scaler_stream(seed=1, n=400):
+        ours.learn_one(x)
+        river.learn_one(x)
+    assert ours.counts == dict(river.counts)
+    assert ours.means == pytest.approx(dict(river.means), rel=1e-12)
+    assert ours.vars == pytest.approx(dict(river.vars), rel=1e-12)
+
+
+def test_the_scaler_scales_as_river_but_never_divides_by_less_than_min_std() -> None:
+    ours, river = FlooredStandardScaler(), preprocessing.StandardScaler()
+    for x in scaler_stream(seed=2, n=300):
+        ours.learn_one(x)
+        river.learn_one(x)
+    x = {"f0": 4.0, "f1": -1.0, "tiny": 5.001, "late": 2.0, "never_learned": 7.0}
+    scaled, expected = ours.transform_one(x), river.transform_one(x)
+    assert list(scaled) == list(x)
+    for name in ["f0", "f1", "late"]:
+        assert scaled[name] == pytest.approx(expected[name], rel=1e-12)
+    assert scaled["tiny"] == pytest.approx((5.001 - ours.means["tiny"]) / MIN_STD)
+    assert abs(expected["tiny"]) > 100 * abs(scaled["tiny"])  # river's own would explode
+    assert scaled["never_learned"] == 0.0
+
+
+def test_learning_and_scaling_at_once_equals_the_two_steps() -> None:
+    one_pass, two_steps = FlooredStandardScaler(), FlooredStandardScaler()
+    for x in scaler_stream(seed=3, n=200):
+        before = two_steps.transform_one(x)
+        two_steps.learn_one(x)
+        scaled = one_pass.learn_transform_one(x)
+        assert scaled.before().tolist() == list(before.values())
+        assert scaled.after.tolist() == list(two_steps.transform_one(x).values())
+        assert [one_pass.slots[name] for name in x] == scaled.slots.tolist()
+    assert one_pass.means == two_steps.means
+    assert one_pass.vars == two_steps.vars
 
 
 # -- scoring: vectorised equals river ---------------------------------------------------------
@@ -246,11 +322,12 @@ def test_predicting_before_any_learning_works() -> None:
     "call",
     [
         lambda model, x: model.learn_one(x, "savings", True),
+        lambda model, x: model.predict_learn_one(x, "savings", True),
         lambda model, x: model.score(x, list(PRIORS)),
         lambda model, x: model.logit_distribution(x, list(PRIORS)),
         lambda model, x: model.predict_proba_one(x, "loan"),
     ],
-    ids=["learn_one", "score", "logit_distribution", "predict_proba_one"],
+    ids=["learn_one", "predict_learn_one", "score", "logit_distribution", "predict_proba_one"],
 )
 def test_inputs_are_not_mutated(
     call: Callable[[OnlinePropensity, dict[str, float]], object],
@@ -281,8 +358,11 @@ def test_a_non_finite_feature_is_refused_before_it_poisons_the_model(bad: float)
     with pytest.raises(ValueError, match="feature 'f1' is"):
         model.learn_one({**x, "f1": bad}, "savings", True)
     with pytest.raises(ValueError, match="feature 'f1' is"):
+        model.predict_learn_one({**x, "f1": bad, "new": 1.0}, "savings", True)
+    with pytest.raises(ValueError, match="feature 'f1' is"):
         model.score({**x, "f1": bad}, list(PRIORS))
     assert model.score(x, list(PRIORS)) == before
+    assert "new" not in model.pipeline("savings")["FlooredStandardScaler"].slots
 
 
 def test_the_module_example_runs() -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import collections
 import doctest
 import pickle
 from collections.abc import Callable
+from copy import deepcopy
 
 import numpy as np
 import pytest
+from river import preprocessing
 
 from models import persistence
 from models.exploration import EpsilonGreedy, ThompsonSampling
@@ -59,6 +62,35 @@ def test_a_restored_model_keeps_learning_exactly_as_the_original() -> None:
     assert restored.logit_distribution(X, ["a", "b"])[1].tolist() == (
         model.logit_distribution(X, ["a", "b"])[1].tolist()
     )
+
+
+def test_a_checkpoint_from_before_the_scaler_kept_arrays_loads_and_learns_the_same() -> None:
+    # Until then each scaler was a river StandardScaler, its statistics in three dicts,
+    # and each action's precision a dict by feature name.
+    model = learned_model()
+    old = deepcopy(model)
+    for state in old._states.values():
+        scaler = state.model["FlooredStandardScaler"]
+        river_layout = {
+            "with_std": True,
+            "window_size": None,
+            "counts": collections.Counter(scaler.counts),
+            # river's transform_one left a feature it had never learned in means and vars
+            "means": collections.defaultdict(float, {**scaler.means, "transformed_only": 0.0}),
+            "vars": collections.defaultdict(float, {**scaler.vars, "transformed_only": 0.0}),
+        }
+        assert river_layout.keys() == preprocessing.StandardScaler().__dict__.keys()
+        state.precision = dict(zip(scaler.slots, state.precision.tolist(), strict=True))
+        scaler.__dict__ = river_layout
+    restored = load(save(old, key=KEY), key=KEY, expected_type=OnlinePropensity)
+    assert restored.score(X, list(PRIORS)) == model.score(X, list(PRIORS))
+    assert restored.logit_distribution(X, list(PRIORS))[1].tolist() == (
+        model.logit_distribution(X, list(PRIORS))[1].tolist()
+    )
+    for each in (model, restored):
+        each.learn_one({"f0": 2.0, "new_feature": 1.0}, "b", True)
+    assert restored.score(X, list(PRIORS)) == model.score(X, list(PRIORS))
+    assert restored.pipeline("a")["FlooredStandardScaler"].counts == {"f0": 200, "f1": 200}
 
 
 def test_the_derived_score_cache_is_not_stored() -> None:
