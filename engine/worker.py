@@ -120,7 +120,12 @@ def dead_letter(rejection: Rejection, item: Any, source: faust.types.EventT | No
 
 
 def late_rejections(late: list[LateEvent], items: Sequence[Any]) -> list[Rejection]:
-    """Rejections for events the store refused as too late, pointing at their envelope item."""
+    """Rejections for events the store refused as too late, pointing at their envelope item.
+
+    The envelope's items are decoded only when there is a late event to point at.
+    """
+    if not late:
+        return []
     index_of = {
         item.get("event_id"): index for index, item in enumerate(items) if isinstance(item, dict)
     }
