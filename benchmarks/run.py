@@ -28,13 +28,15 @@ from benchmarks import (
     learning_quality,
     memory_per_customer,
     models_cost,
+    simulator_scale,
 )
 from benchmarks.common import Result, format_figure, source_digest
 from benchmarks.feature_serving import PeerNotInstalled
 from benchmarks.readme import README, update_readme
 from benchmarks.report import BENCH_EXTRA_HINT, write_report
 
-#: In the order they run: the store alone, the whole stream, decisions, then memory.
+#: In the order they run: the store alone, the whole stream, decisions, memory, models,
+#: the peers, then the simulator itself.
 BENCHMARKS: dict[str, ModuleType] = {
     module.NAME: module
     for module in (
@@ -46,6 +48,7 @@ BENCHMARKS: dict[str, ModuleType] = {
         models_cost,
         learning_quality,
         feature_serving,
+        simulator_scale,
     )
 }
 CHANGED_SOURCES = (
