@@ -2,14 +2,15 @@
 
 Two thin agents; the logic lives in the domain packages.
 
-`apply_events` (the `events` topic, partitioned by customer): decode the message (one
-event or an envelope), apply the valid events to Redis in one transaction, send each
-invalid item — and each event the store refused as later than the allowed lateness — to
-the dead-letter topic with its reason, count. Answers to offers
-(`offer_accepted`, `offer_declined`) that name a `decision_id` are then looked up in the
-decision log and forwarded, with the x stored with the decision, to the `outcomes` topic
-(`actions.decision_log`). A message is acknowledged only after that work succeeded, so
-a crash or a Redis outage replays it later, and the event ids kept in each customer's
+`apply_events` (the `events` topic, partitioned by customer): takes the messages that
+arrived together (up to MAX_EVENT_MESSAGES_PER_BATCH, each one event or an envelope),
+decodes them, applies their valid events to Redis in one transaction, sends each invalid
+item — and each event the store refused as later than the allowed lateness — to the
+dead-letter topic with its reason, counts. Answers to offers (`offer_accepted`,
+`offer_declined`) that name a `decision_id` are then looked up in the decision log and
+forwarded, with the x stored with the decision, to the `outcomes` topic
+(`actions.decision_log`). Messages are acknowledged only after that work succeeded, so a
+crash or a Redis outage replays them later, and the event ids kept in each customer's
 state and the log's answered markers make the replay harmless.
 
 `learn_outcomes` (the `outcomes` topic, one partition, so one worker of the group runs
@@ -19,7 +20,7 @@ checkpoint before they are acknowledged (`models.learning.Learner`); the API loa
 new version. A crash loses no outcome; those checkpointed but whose offsets Kafka had
 not committed yet are learned again.
 
-`walk_customer_base` (a timer, one worker at a time by lock): reads a few thousand
+`walk_customer_base` (a timer, one worker at a time by lock): reads a few hundred
 customer states per tick towards the base-wide RFM quintile edges (`features.tiers`).
 After each applied batch, `identity_linked` events link identifiers to their customer
 (`RedisFeatureStore.link`, merging features).
@@ -65,7 +66,7 @@ from actions.decision_log import Attribution, DecisionLog
 from engine.redis_client import connect_redis
 from engine.settings import Settings
 from features.derived import FEATURES
-from features.events import EventType, Rejection, decode_message
+from features.events import Event, EventType, Rejection, decode_message
 from features.state import FeatureFold
 from features.stats import IngestStats
 from features.store import LateEvent, RedisFeatureStore
@@ -97,6 +98,11 @@ BASE_WALK_INTERVAL_S = 0.25
 BASE_WALK_KEYS_PER_STEP = 500
 FIRST_RETRY_DELAY_S = 0.1
 MAX_RETRY_DELAY_S = 5.0
+#: Messages of `events` applied together at most, and how long a batch waits to fill up:
+#: under load a batch is several envelopes (one store transaction and one churn script
+#: for all); a lone message waits EVENT_BATCH_WAIT_S before it is applied.
+MAX_EVENT_MESSAGES_PER_BATCH = 8
+EVENT_BATCH_WAIT_S = 0.005
 #: Outcome messages learned per checkpoint at most (a batch also ends every checkpoint interval).
 MAX_OUTCOME_MESSAGES_PER_BATCH = 1000
 #: How often each worker closes due no-answer windows and hands them on.
@@ -245,34 +251,51 @@ def create_app(settings: Settings) -> faust.App:
         lateness_s=settings.allowed_lateness_s,
     )
 
+    async def send_dead_letters(
+        rejections: Sequence[Rejection], items: Sequence[Any], message: faust.types.EventT
+    ) -> None:
+        for rejection in rejections:
+            record = dead_letter(rejection, items[rejection.index], message)
+            delivery = await dlq_topic.send(value=record)
+            await delivery  # on the broker before the message is acknowledged
+
+    async def apply_messages(messages: Sequence[faust.types.EventT]) -> None:
+        """Apply the events of several Kafka messages as one batch (fewer round trips per
+        event), each invalid or late item to the dead-letter topic with its reason."""
+        decoded = [(message, *decode_message(message.value)) for message in messages]
+        events: list[Event] = []
+        for message, valid, rejections, items in decoded:
+            events += valid
+            await send_dead_letters(rejections, items, message)
+        rejected = sum(len(rejections) for _, _, rejections, _ in decoded)
+        result = await _retrying_redis(
+            partial(store.apply, events, count_into=stats, rejected=rejected)
+        )
+        for linked in (e for e in events if e.type is EventType.IDENTITY_LINKED):
+            identifier = str(linked.attrs["identifier"])
+            await _retrying_redis(partial(store.link, linked.customer_id, identifier))
+        await _retrying_redis(partial(customer_feed.observe, events, rfm_edges.current))
+        if result.late:
+            for message, valid, _, items in decoded:
+                ids = {event.event_id for event in valid}
+                late = [refused for refused in result.late if refused.event.event_id in ids]
+                await send_dead_letters(late_rejections(late, items), items, message)
+        attribution = await _retrying_redis(partial(decision_log.attribute, events))
+        if attribution.outcomes:
+            delivery = await outcomes_topic.send(value=encode_outcomes(attribution.outcomes))
+            await delivery  # on the broker before the answers are marked learned
+        await _retrying_redis(partial(decision_log.settle, attribution))
+        _log_skipped(attribution)
+
     @app.agent(events_topic)
     async def apply_events(stream: faust.StreamT[bytes]) -> None:
+        # `take_events` acknowledges a batch's messages only once the loop body ran for them
+        batches = cast(faust.Stream[bytes], stream).take_events(
+            MAX_EVENT_MESSAGES_PER_BATCH, within=EVENT_BATCH_WAIT_S
+        )
         try:
-            async for payload in stream:
-                events, rejections, items = decode_message(payload)
-                for rejection in rejections:
-                    record = dead_letter(rejection, items[rejection.index], stream.current_event)
-                    delivery = await dlq_topic.send(value=record)
-                    await delivery  # on the broker before this message is acknowledged
-                result = await _retrying_redis(
-                    partial(store.apply, events, count_into=stats, rejected=len(rejections))
-                )
-                for linked in (e for e in events if e.type is EventType.IDENTITY_LINKED):
-                    identifier = str(linked.attrs["identifier"])
-                    await _retrying_redis(partial(store.link, linked.customer_id, identifier))
-                await _retrying_redis(partial(customer_feed.observe, events, rfm_edges.current))
-                for rejection in late_rejections(result.late, items):
-                    record = dead_letter(rejection, items[rejection.index], stream.current_event)
-                    delivery = await dlq_topic.send(value=record)
-                    await delivery
-                attribution = await _retrying_redis(partial(decision_log.attribute, events))
-                if attribution.outcomes:
-                    delivery = await outcomes_topic.send(
-                        value=encode_outcomes(attribution.outcomes)
-                    )
-                    await delivery  # on the broker before the answers are marked learned
-                await _retrying_redis(partial(decision_log.settle, attribution))
-                _log_skipped(attribution)
+            async for messages in batches:
+                await apply_messages(messages)
         finally:
             await stats.forget(worker_name)
             await redis.aclose()
