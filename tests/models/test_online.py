@@ -106,7 +106,8 @@ def test_an_action_cannot_be_added_twice() -> None:
 
 
 @pytest.mark.parametrize(
-    "hyperparameter", ["learning_rate", "intercept_lr", "prior_strength", "weight_precision"]
+    "hyperparameter",
+    ["learning_rate", "prior_strength", "weight_precision", "weight_variance_scale"],
 )
 def test_a_non_positive_hyperparameter_is_refused(hyperparameter: str) -> None:
     with pytest.raises(ValueError, match=f"{hyperparameter} must be positive"):
@@ -115,11 +116,11 @@ def test_a_non_positive_hyperparameter_is_refused(hyperparameter: str) -> None:
 
 def test_hyperparameters_are_stored_under_their_own_names() -> None:
     given = {
-        "learning_rate": 0.03,
-        "intercept_lr": 0.04,
+        "learning_rate": 0.5,
         "l2": 0.001,
         "prior_strength": 7.0,
         "weight_precision": 2.0,
+        "weight_variance_scale": 0.5,
     }
     model = OnlinePropensity(PRIORS, **given)
     parameters = set(inspect.signature(OnlinePropensity).parameters)
@@ -174,6 +175,66 @@ def test_uncertainty_shrinks_as_an_action_learns() -> None:
     learned = np.array([model.logit_distribution(x, list(PRIORS))[1] for x in xs])
     assert (learned < cold).all()
     assert (np.median(learned, axis=0) < cold / 2).all()
+
+
+def standardised_inputs(rng: np.random.Generator, d: int, n: int) -> list[dict[str, float]]:
+    return [{f"x{j}": float(v) for j, v in enumerate(rng.normal(size=d))} for _ in range(n)]
+
+
+@pytest.mark.parametrize("d", [10, 160])
+def test_a_first_outcome_moves_the_logit_by_about_the_residual_whatever_the_inputs(d: int) -> None:
+    # Plain SGD would move it by rate × Σ z_j², i.e. ~d times the residual: the step
+    # divided by each weight's precision (d by default) moves it by about (y − p).
+    rng = np.random.default_rng(d)
+    model = OnlinePropensity({"offer": 0.10})
+    for x in standardised_inputs(rng, d, 500):  # declines at the prior's rate or so
+        model.learn_one(x, "offer", bool(rng.random() < 0.10))
+    x = standardised_inputs(rng, d, 1)[0]
+    before = model.score(x, ["offer"])[0]
+    model.learn_one(x, "offer", True)
+    after = model.score(x, ["offer"])[0]
+    logit = lambda p: math.log(p / (1.0 - p))  # noqa: E731
+    assert 0.05 * (1.0 - before) < logit(after) - logit(before) < 1.0 * (1.0 - before)
+
+
+def test_a_weight_whose_input_hardly_varied_stays_near_zero() -> None:
+    # The trap of optimisers that move every weight by the same amount (AdaGrad, Adam):
+    # an input drifting by millionths (z ≈ 0 while learning) gets a weight as large as
+    # any other's, which swamps the logit the day that input really moves (z ≈ −500 here,
+    # its deviation being floored at MIN_STD). As in a real vector, ~160 inputs.
+    rng = np.random.default_rng(9)
+    model = OnlinePropensity({"offer": 0.06})
+    xs = standardised_inputs(rng, 160, 300)
+    for index, x in enumerate(xs):
+        x["days_since_login"] = 0.5 + 1e-6 * (index % 7)
+        model.learn_one(x, "offer", bool(rng.random() < 0.3 + 0.2 * (x["x0"] > 0)))
+    x = xs[0] | {"days_since_login": 0.0}  # the customer just logged in
+    without = {name: value for name, value in x.items() if name != "days_since_login"}
+    assert model.score(x, ["offer"])[0] == pytest.approx(
+        model.score(without, ["offer"])[0], rel=0.05
+    )
+    slope = model.score({"x0": 1.0}, ["offer"])[0] - model.score({"x0": -1.0}, ["offer"])[0]
+    assert slope > 0.01  # while the inputs that did vary were learned
+
+
+def test_the_weight_variance_scale_narrows_the_weights_share_only() -> None:
+    narrow, plain = (OnlinePropensity(PRIORS, weight_variance_scale=scale) for scale in (0.25, 1.0))
+    world = LogisticWorld(2)
+    xs, _, answers = world.draw(500)
+    for x, row in zip(xs, answers, strict=True):
+        for action_id, accepted in zip(world.actions, row.tolist(), strict=True):
+            narrow.learn_one(x, action_id, accepted)
+            plain.learn_one(x, action_id, accepted)
+    actions = list(PRIORS)
+    assert narrow.score(xs[0], actions) == plain.score(xs[0], actions)
+    _, intercept_only = narrow.logit_distribution({}, actions)  # no input: the intercept's
+    assert intercept_only.tolist() == plain.logit_distribution({}, actions)[1].tolist()
+    (_, narrow_std), (_, plain_std) = (
+        m.logit_distribution(xs[0], actions) for m in (narrow, plain)
+    )
+    expected = np.sqrt(intercept_only**2 + 0.25 * (plain_std**2 - intercept_only**2))
+    assert narrow_std == pytest.approx(expected)
+    assert (narrow_std < plain_std).all()
 
 
 def test_predict_learn_one_predicts_with_the_model_before_learning_then_learns_the_same() -> None:

@@ -10,7 +10,7 @@ from copy import deepcopy
 
 import numpy as np
 import pytest
-from river import preprocessing
+from river import optim, preprocessing
 
 from models import persistence
 from models.exploration import EpsilonGreedy, ThompsonSampling
@@ -91,6 +91,27 @@ def test_a_checkpoint_from_before_the_scaler_kept_arrays_loads_and_learns_the_sa
         each.learn_one({"f0": 2.0, "new_feature": 1.0}, "b", True)
     assert restored.score(X, list(PRIORS)) == model.score(X, list(PRIORS))
     assert restored.pipeline("a")["FlooredStandardScaler"].counts == {"f0": 200, "f1": 200}
+
+
+def test_a_checkpoint_from_before_the_laplace_step_loads_and_learns_with_it() -> None:
+    # Until then each regression learned with river's plain SGD (rate 0.02) and the model
+    # kept `intercept_lr`, with a weight precision of 1.
+    model = learned_model()
+    old = deepcopy(model)
+    for state in old._states.values():
+        state.model["LogisticRegression"].optimizer = optim.SGD(0.02)
+    old.__dict__ = {
+        key: value for key, value in old.__dict__.items() if key != "weight_variance_scale"
+    } | {"learning_rate": 0.02, "intercept_lr": 0.02, "weight_precision": 1.0}
+    restored = load(save(old, key=KEY), key=KEY, expected_type=OnlinePropensity)
+    assert not hasattr(restored, "intercept_lr")
+    assert restored.score(X, list(PRIORS)) == model.score(X, list(PRIORS))  # what it learned
+    for each in (model, restored):
+        each.learn_one({"f0": 2.0, "new_feature": 1.0}, "b", True)
+    assert restored.score(X, list(PRIORS)) == model.score(X, list(PRIORS))  # how it learns
+    assert restored.logit_distribution(X, list(PRIORS))[1].tolist() == (
+        model.logit_distribution(X, list(PRIORS))[1].tolist()
+    )
 
 
 def test_the_derived_score_cache_is_not_stored() -> None:
