@@ -25,18 +25,24 @@ about 1) and grows by z_j²·p(1−p) with every outcome; the intercept's starts
 Since the logit is linear in the weights, this gives a Gaussian over each action's logit
 (`logit_distribution`), which Thompson sampling draws from.
 
-The same posterior sets the steps (`PrecisionScaledSGD`): each outcome's gradient step,
-for each weight and for the intercept, is divided by its precision — Newton's step under
-the posterior's diagonal, the online Laplace update. Why not a fixed rate: with ~160
-standardised inputs a plain SGD step moves the logit by rate × Σ z_j² ≈ rate × 160 times
-(y − p), so a rate small enough for late, precise learning is too slow early and one fast
-enough early keeps the weights noisy forever. Here the first outcomes move the logit by
-about (y − p), and each weight's steps shrink as evidence about it accumulates (≈ 1/n,
+The same posterior sets the steps, as in the online Laplace update: each outcome's
+gradient step is divided by the precision, Newton's step under the posterior's diagonal.
+The intercept's step is (y − p) / its precision. The weights share one step size,
+1 / (weight prior + Σ p(1−p)): each weight's precision is the prior plus Σ z_j²·p(1−p),
+and since an action's scaler has seen exactly the outcomes that action learned, every
+input that varies has Σ z_j² ≈ the number of outcomes — their precisions grow alike, and
+the common value serves them all at no cost (river's own SGD, its rate set per step).
+An input that hardly varied (z ≈ 0) still moves its weight in proportion to its tiny z.
+
+Why not a fixed rate: with ~160 standardised inputs a plain SGD step moves the logit by
+rate × Σ z_j² ≈ rate × 160 times (y − p), so a rate small enough for late, precise
+learning is too slow early, and one fast enough early keeps the weights noisy forever.
+Here the first outcomes move the logit by about (y − p) whatever the number of inputs
+(the weight prior is that number), and the steps shrink as evidence accumulates (≈ 1/n,
 as a running mean's). Why not AdaGrad or Adam: they move every weight by about the same
-amount whatever its input's size, so the weight of an input that hardly varied (a
-decayed sum drifting by millionths, whose z stays near 0) grows like any other and, the
-day that input really moves, swamps the logit. Divided by its precision, such a weight
-moves in proportion to its tiny z, i.e. hardly at all.
+amount whatever its input's size, so the weight of an input that hardly varied (a decayed
+sum drifting by millionths) grows like any other and, the day that input really moves,
+swamps the logit.
 
 The whole API, independent of Faust and of the server:
 
@@ -211,34 +217,6 @@ def _scaled(values: np.ndarray, means: np.ndarray, variances: np.ndarray) -> np.
 _REGRESSION = "LogisticRegression"
 
 
-class PrecisionScaledSGD(optim.base.Optimizer):
-    """river SGD whose step for each weight is divided by that weight's posterior precision.
-
-    `w_j ← w_j − lr · g_j / precision_j`: with the precisions of a Laplace posterior
-    (prior precision plus Σ z_j²·p(1−p), updated with the outcome being learned), this is
-    Newton's step under the posterior's diagonal — the online Laplace update of Chapelle
-    & Li (2011), the same posterior Thompson sampling draws from. The owner hands the
-    precisions of the weights of the coming step to `precisions` (by feature name) just
-    before it; they are dropped after the step, so a checkpoint does not carry them.
-
-    >>> sgd = PrecisionScaledSGD(lr=1.0)
-    >>> sgd.precisions = {"a": 4.0, "b": 0.5}
-    >>> sgd.step(w={"a": 1.0, "b": 1.0}, g={"a": 2.0, "b": 1.0})
-    {'a': 0.5, 'b': -1.0}
-    """
-
-    def __init__(self, lr: float = 1.0) -> None:
-        super().__init__(lr)
-        self.precisions: dict[Hashable, float] = {}
-
-    def _step_with_dict(self, w: Any, g: Any) -> Any:
-        rate, precisions = self.learning_rate, self.precisions
-        for name, gradient in g.items():
-            w[name] -= rate * gradient / precisions[name]
-        self.precisions = {}
-        return w
-
-
 class UnknownActionError(KeyError):
     """An action id the model has no prior for; the message lists every such id."""
 
@@ -366,7 +344,7 @@ class OnlinePropensity:
             raise ValueError(f"prior of {action_id!r} must be within [0, 1], got {prior}")
         clipped = min(max(prior, PRIOR_CLIP), 1.0 - PRIOR_CLIP)
         regression = linear_model.LogisticRegression(
-            optimizer=PrecisionScaledSGD(self.learning_rate),
+            optimizer=optim.SGD(self.learning_rate),  # rate set at each step
             l2=self.l2,
             intercept_init=math.log(clipped / (1.0 - clipped)),
             intercept_lr=self.learning_rate,  # divided by the intercept's precision at each step
@@ -421,12 +399,9 @@ class OnlinePropensity:
         """What follows the scaler's step in `Pipeline.learn_one`, as an online Laplace update.
 
         The outcome's curvature z_j²·p(1−p), at the weights before it, adds to the
-        precisions first; then the regression learns the scaled x through river, each
-        weight's (and the intercept's) gradient step divided by its updated precision:
-        Newton's step under the posterior's diagonal. A weight moves in proportion to
-        its input and to how little is known of it, so the first outcomes move the
-        model by about `learning_rate`·(y − p) on the logit, later ones less and less,
-        and an input that hardly varied (z ≈ 0) hardly moves its weight.
+        precisions first; then the regression learns the scaled x through river, its
+        rates set to `learning_rate` over the updated precisions: the intercept's own,
+        and for the weights their common one (see the module docstring).
         """
         state = self._states[action_id]
         scaler, regression = state.model[_SCALER], state.model[_REGRESSION]
@@ -440,12 +415,19 @@ class OnlinePropensity:
                 self._columns.setdefault(name, len(self._columns))
         state.precision[scaled.slots] += scaled.after * scaled.after * curvature
         state.intercept_precision += curvature
-        precisions = self._weight_prior(state) + state.precision
-        regression.optimizer.precisions = dict(zip(scaler.slots, precisions.tolist(), strict=True))
+        evidence = state.intercept_precision - self._intercept_prior(action_id)
+        regression.optimizer.lr.learning_rate = self.learning_rate / (
+            self._weight_prior(state) + evidence
+        )
         regression.intercept_lr.learning_rate = self.learning_rate / state.intercept_precision
         regression.learn_one(z, bool(y))
         state.outcomes += 1
         self._stale.add(action_id)
+
+    def _intercept_prior(self, action_id: str) -> float:
+        """The intercept's prior precision: `prior_strength` outcomes at the prior."""
+        clipped = min(max(self.priors[action_id], PRIOR_CLIP), 1.0 - PRIOR_CLIP)
+        return self.prior_strength * clipped * (1.0 - clipped)
 
     def _weight_prior(self, state: _ActionState) -> float:
         """The prior precision of each of an action's weights (see `weight_precision`)."""
@@ -584,15 +566,13 @@ class OnlinePropensity:
 
         A checkpoint from before the scaler was vectorised kept each action's precision in
         a dict by feature name: it is laid out by slot instead. One from before the
-        Laplace step learned with plain SGD (`learning_rate` 0.02, `intercept_lr`): its
+        Laplace step learned at fixed rates (`learning_rate` 0.02, `intercept_lr`): its
         weights, intercepts and precisions are kept, and it goes on learning with the
-        Laplace step and the default settings (plain SGD's rates mean nothing to it).
+        Laplace step and the default settings (the fixed rates mean nothing to it).
         """
         if "intercept_lr" in state:
             state = {key: value for key, value in state.items() if key != "intercept_lr"}
             state |= {"learning_rate": 1.0, "weight_precision": None}
-            for action in state["_states"].values():
-                action.model[_REGRESSION].optimizer = PrecisionScaledSGD(1.0)
         state.setdefault("weight_variance_scale", 0.25)
         self.__dict__.update(state)
         for action in self._states.values():
