@@ -78,7 +78,7 @@ WARM_UP_REQUESTS = 500
 API_READY_TIMEOUT_S = 60.0
 #: (customers, in-process requests, sequential HTTP requests, concurrent seconds, repeats)
 FULL = (10_000, 5_000, 3_000, 10.0, 3)
-QUICK = (3_000, 2_000, 1_000, 3.0, 3)
+QUICK = (2_000, 1_000, 500, 2.0, 3)
 
 
 def run(quick: bool = False) -> Result:

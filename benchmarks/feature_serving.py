@@ -80,7 +80,7 @@ CHECK_BATCH = 500
 WARM_UP_READS = 200
 #: (customers, simulated days, timed reads per side and repeat, repeats)
 FULL = (10_000, 14, 5_000, 5)
-QUICK = (3_000, 7, 2_000, 3)
+QUICK = (2_000, 7, 1_000, 3)
 FEAST_MISSING = (
     f"{NAME} skipped: Feast is not installed; it is a peer from the `bench` extra "
     "(`pip install -e .[bench]`)"

@@ -62,7 +62,7 @@ TARGET_EVENTS_PER_S = 20_000  # named by the benchmarks issue, through Faust
 POLL_INTERVAL_S = 0.02
 #: (customers, events, repeats)
 FULL = (20_000, 200_000, 3)
-QUICK = (10_000, 40_000, 3)
+QUICK = (10_000, 30_000, 3)
 
 
 def run(quick: bool = False) -> Result:

@@ -118,15 +118,15 @@ FULL = Sizes(
     window=10_000,
     repeats=3,
 )
-#: Quick: the first 20,000 decisions of smaller banks, so the whole suite stays in minutes
+#: Quick: the first 12,000 decisions of smaller banks, so the whole suite stays in minutes
 #: (a decision costs ~2 ms over the five policies: the learner ~1 ms, VW ~0.6 ms).
 QUICK = Sizes(
     customers=2_000,
     history_days=14,
-    decisions=20_000,
-    last=5_000,
-    step=500,
-    window=2_500,
+    decisions=12_000,
+    last=3_000,
+    step=300,
+    window=1_500,
     repeats=3,
 )
 
