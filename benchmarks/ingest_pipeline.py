@@ -19,7 +19,6 @@ Run: `python -m benchmarks.ingest_pipeline [--quick]`.
 from __future__ import annotations
 
 import asyncio
-import gc
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from benchmarks.common import (
     engine_process,
     ensure_running,
     flush,
+    freeze_prepared_objects,
     fresh_servers,
     isolated_settings,
     median_of,
@@ -69,10 +69,7 @@ def run(quick: bool = False) -> Result:
     """Measure the worker and the in-process baseline; return the result (not yet written)."""
     customers, count, repeats = QUICK if quick else FULL
     events = simulated_events(customers, limit=count)
-    # the in-process baseline holds the whole run's events (a worker holds one message's):
-    # out of the cyclic collector's view, so that its full collections cost what a worker's do
-    gc.collect()
-    gc.freeze()
+    freeze_prepared_objects()  # the in-process baseline holds the whole run's events
     with fresh_servers() as services, tempfile.TemporaryDirectory(prefix="nba-bench-") as logs:
         print(
             f"{NAME}: {len(events):,} events of {customers:,} customers, "

@@ -20,7 +20,6 @@ Run: `python -m benchmarks.ingest_store [--quick]`.
 from __future__ import annotations
 
 import asyncio
-import gc
 import statistics
 import time
 
@@ -31,6 +30,7 @@ from benchmarks.common import (
     batches,
     benchmark_main,
     flush,
+    freeze_prepared_objects,
     fresh_servers,
     isolated_settings,
     median_of,
@@ -65,10 +65,7 @@ def run(quick: bool = False) -> Result:
     customers, count, repeats = QUICK if quick else FULL
     events = simulated_events(customers, limit=count)
     event_batches = batches(events, BATCH_SIZE)
-    # the harness holds the whole run's events (a worker holds one batch): out of the cyclic
-    # collector's view, so that its full collections cost what they would in a worker
-    gc.collect()
-    gc.freeze()
+    freeze_prepared_objects()
     with fresh_servers(kafka=False) as services:
         settings = isolated_settings(services)
         print(
