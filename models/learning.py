@@ -17,12 +17,13 @@ Before each batch it reloads the stored model if another writer saved a newer ve
 model, so no writer's learning is overwritten.
 
 Predict, then learn: before learning an outcome the learner scores it with the model as
-it is, and feeds that prediction to the progressive-validation figures
-(`models.metrics`) and the answer to the drift detectors (`models.drift`); an alert is
-logged as a warning. Both are saved with the model (`LearnerState`), so every API
-replica shows the same figures for the same version. So is the position of the latest
-no-answer negative learned: a negative at or before it is a replay (forwarded twice, or
-learned again after a crash) and is skipped, which makes each one learned exactly once.
+it is (its scaler having taken in x, never the answer), and feeds that prediction to the
+progressive-validation figures (`models.metrics`) and the answer to the drift detectors
+(`models.drift`); an alert is logged as a warning. Both are saved with the model
+(`LearnerState`), so every API replica shows the same figures for the same version. So
+is the position of the latest no-answer negative learned: a negative at or before it is
+a replay (forwarded twice, or learned again after a crash) and is skipped, which makes
+each one learned exactly once.
 Rank-1 outcomes then go to the capped bandit log (`models.offpolicy.BanditLog`) for
 off-policy reports.
 
@@ -252,9 +253,9 @@ def _replayed(outcome: Outcome, state: LearnerState) -> bool:
 def _learn_one(model: OnlinePropensity, state: LearnerState, outcome: Outcome) -> DriftAlert | None:
     """Predict the outcome, learn it, count the prediction and watch for drift.
 
-    The prediction is made before learning, with the model as it was (river's own
-    `predict_proba_one` of the action's pipeline, equal to the vectorised score), in the
-    same pass over x as the learning (`predict_learn_one`). Raises `UnknownActionError`,
+    The prediction is made before learning the answer, in the same pass over x as the
+    learning (`predict_learn_one`: the scaler learns x first, as river's
+    `learn_during_predict` does; the answer plays no part in it). Raises `UnknownActionError`,
     before changing anything, for an unknown action.
     """
     accepted = bool(outcome.reward)

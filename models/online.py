@@ -8,8 +8,8 @@ negative, always with the features as they were at decision time (the dict
 `models.features_vector.vectorise` made and the decision recorded). A new action starts
 from its configured prior: the intercept starts at logit(prior) and every weight at
 zero, so before any outcome its propensity is exactly the prior. `predict_learn_one`
-is progressive validation's step: the prediction before learning, then the learning,
-with x scaled once for both.
+is progressive validation's step: the prediction before learning the answer, then the
+learning, in one pass.
 
 Learning goes through river; scoring does not. River scores one dict at a time (~15 µs
 per action), so the learned state (scaler means and deviations, weights, intercepts) is
@@ -163,7 +163,7 @@ class FlooredStandardScaler(base.Transformer):
         means = old_means + delta / counts
         variances = old_variances + (delta * (values - means) - old_variances) / counts
         self._counts[slots], self._means[slots], self._variances[slots] = counts, means, variances
-        return Scaled(slots, values, old_means, old_variances, _scaled(values, means, variances))
+        return Scaled(slots, _scaled(values, means, variances))
 
     def _slots_of(self, x: Mapping[Any, float]) -> np.ndarray:
         """The slot of each feature of x, in x's order; a new feature gets a new, empty one."""
@@ -197,14 +197,7 @@ class Scaled:
     """One input x as `FlooredStandardScaler.learn_transform_one` learned it, in x's order."""
 
     slots: np.ndarray  # each feature's slot in the scaler
-    values: np.ndarray  # x's values
-    old_means: np.ndarray  # the statistics before x was learned
-    old_variances: np.ndarray
     after: np.ndarray  # x scaled by the statistics updated with x
-
-    def before(self) -> np.ndarray:
-        """x scaled by the statistics before x was learned: what `transform_one(x)` gave then."""
-        return _scaled(self.values, self.old_means, self.old_variances)
 
 
 def _scaled(values: np.ndarray, means: np.ndarray, variances: np.ndarray) -> np.ndarray:
@@ -379,34 +372,35 @@ class OnlinePropensity:
         self._learn_scaled(action_id, x, state.model[_SCALER].learn_transform_one(x), y)
 
     def predict_learn_one(self, x: Mapping[str, float], action_id: str, y: bool) -> float:
-        """Predict one outcome with the model as it is, then learn it; returns the prediction.
+        """Predict one outcome, then learn it; returns the prediction.
 
-        Progressive validation's step, with x scaled once for both: the prediction is
-        river's, `pipeline(action_id).predict_proba_one(x)[True]` before learning, and the
-        learning is `learn_one(x, action_id, y)`.
+        Progressive validation's step, in one pass over x: the prediction is the model's
+        before it learns the answer `y`, with x already in the scaler's statistics —
+        river's `pipeline(action_id).predict_proba_one(x)[True]` under
+        `compose.learn_during_predict()`, which lets the unsupervised steps learn x as they
+        predict. The scaler never sees the answer, so the prediction stays honest, and it
+        is the very probability the learning step starts from (its curvature and
+        gradient), which spares a second pass. The learning is `learn_one(x, action_id, y)`.
         """
         state = self._state(action_id)
         _check_finite(x)
-        scaled = state.model[_SCALER].learn_transform_one(x)
-        z_before = dict(zip(x, scaled.before().tolist(), strict=True))
-        p: float = state.model[_REGRESSION].predict_proba_one(z_before)[True]
-        self._learn_scaled(action_id, x, scaled, y)
-        return p
+        return self._learn_scaled(action_id, x, state.model[_SCALER].learn_transform_one(x), y)
 
     def _learn_scaled(
         self, action_id: str, x: Mapping[str, float], scaled: Scaled, y: bool
-    ) -> None:
+    ) -> float:
         """What follows the scaler's step in `Pipeline.learn_one`, as an online Laplace update.
 
         The outcome's curvature z_j²·p(1−p), at the weights before it, adds to the
         precisions first; then the regression learns the scaled x through river, its
         rates set to `learning_rate` over the updated precisions: the intercept's own,
-        and for the weights their common one (see the module docstring).
+        and for the weights their common one (see the module docstring). Returns the
+        probability the step started from, before it learned y.
         """
         state = self._states[action_id]
         scaler, regression = state.model[_SCALER], state.model[_REGRESSION]
         z = dict(zip(x, scaled.after.tolist(), strict=True))
-        p = regression.predict_proba_one(z)[True]
+        p: float = regression.predict_proba_one(z)[True]
         curvature = p * (1.0 - p)
         features = len(scaler.slots)
         if len(state.precision) < features:  # x has features new to the action
@@ -423,6 +417,7 @@ class OnlinePropensity:
         regression.learn_one(z, bool(y))
         state.outcomes += 1
         self._stale.add(action_id)
+        return p
 
     def _intercept_prior(self, action_id: str) -> float:
         """The intercept's prior precision: `prior_strength` outcomes at the prior."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import doctest
 import logging
 import math
@@ -10,6 +11,7 @@ from dataclasses import replace
 
 import pytest
 from redis.asyncio import Redis
+from river import compose
 
 import models.learning
 from engine.settings import Settings
@@ -164,7 +166,9 @@ async def test_every_outcome_is_predicted_before_it_is_learned(
     result = await Learner(checkpoints, PRIORS).learn(batch)
     reference, predicted = OnlinePropensity(PRIORS), []
     for item in batch:
-        predicted.append(reference.score(item.x, [item.action_id])[0])
+        with compose.learn_during_predict():  # as the learner: x in the scaler, not the answer
+            pipeline = copy.deepcopy(reference.pipeline(item.action_id))
+            predicted.append(pipeline.predict_proba_one(item.x)[True])
         reference.learn_one(item.x, item.action_id, bool(item.reward))
     assert predicted[0] == pytest.approx(PRIORS[batch[0].action_id])  # the prior, unlearned
 
