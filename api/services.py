@@ -24,8 +24,8 @@ from features.state import FeatureFold
 from features.stats import IngestStats
 from features.store import RedisFeatureStore
 from features.tiers import EdgesCache
-from models.checkpoints import CheckpointStore, SignedModelStore
-from models.churn import ChurnModel
+from models.checkpoints import CheckpointStore
+from models.churn import ChurnModel, CustomerModelStores
 from models.exploration import EpsilonGreedy, ExplorationPolicy, Greedy, ThompsonSampling
 from models.features_vector import vectorise
 from models.offpolicy import BanditLog
@@ -146,25 +146,12 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     with contextlib.suppress(RedisError):  # Redis down: the priors serve until it is back
         await live_model.refresh()
     follower = asyncio.create_task(live_model.follow(), name="follow-model-checkpoints")
-    churn_model = LiveSignedModel(
-        SignedModelStore(
-            redis,
-            key_prefix=settings.key_prefix,
-            signing_key=signing_key,
-            name="churn",
-            model_type=ChurnModel,
-        ),
-        ChurnModel(),
-        "churn",
+    model_stores = CustomerModelStores.open(
+        redis, key_prefix=settings.key_prefix, signing_key=signing_key
     )
+    churn_model = LiveSignedModel(model_stores.churn, ChurnModel(), "churn")
     segments_model = LiveSignedModel(
-        SignedModelStore(
-            redis,
-            key_prefix=settings.key_prefix,
-            signing_key=signing_key,
-            name="segments",
-            model_type=Segmenter,
-        ),
+        model_stores.segments,
         Segmenter(settings.segments_count, warmup=settings.segments_warmup),
         "segments",
     )

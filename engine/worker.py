@@ -74,13 +74,12 @@ from features.tiers import BaseWalker, EdgesCache
 from models.checkpoints import (
     CheckpointRefusedError,
     CheckpointStore,
-    SignedModelStore,
     StaleCheckpointError,
 )
 from models.churn import (
-    ChurnModel,
     CustomerModelsFeed,
     CustomerModelsLearner,
+    CustomerModelStores,
     PendingChurnLabels,
     SnapshotBudget,
 )
@@ -227,24 +226,15 @@ def create_app(settings: Settings) -> faust.App:
         churn_labels, segment_samples, store, SnapshotBudget(settings.churn_snapshots_per_s)
     )
     rfm_edges = EdgesCache(redis, key_prefix=settings.key_prefix)
+    model_stores = CustomerModelStores.open(
+        redis, key_prefix=settings.key_prefix, signing_key=signing_key
+    )
     customer_models = CustomerModelsLearner(
         redis,
         churn_labels,
         segment_samples,
-        SignedModelStore(
-            redis,
-            key_prefix=settings.key_prefix,
-            signing_key=signing_key,
-            name="churn",
-            model_type=ChurnModel,
-        ),
-        SignedModelStore(
-            redis,
-            key_prefix=settings.key_prefix,
-            signing_key=signing_key,
-            name="segments",
-            model_type=Segmenter,
-        ),
+        model_stores.churn,
+        model_stores.segments,
         new_segmenter=partial(new_segmenter, settings),
         owner=worker_name,
         key_prefix=settings.key_prefix,

@@ -12,8 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from engine.settings import Settings
-from models.checkpoints import SignedModelStore
-from models.churn import ChurnModel
+from models.churn import CustomerModelStores
 from tests.integration.test_learning import serve
 
 TIMEOUT_S = 30.0
@@ -44,10 +43,9 @@ async def post_and_wait(api: httpx.AsyncClient, events: list[dict[str, Any]]) ->
 async def test_churn_labels_are_resolved_learned_and_served_with_segments(
     settings: Settings, redis: Redis, worker: subprocess.Popen[bytes]
 ) -> None:
-    churn_store = SignedModelStore(
-        redis, key_prefix=settings.key_prefix, signing_key=settings.require_model_key(),
-        name="churn", model_type=ChurnModel,
-    )  # fmt: skip
+    churn_store = CustomerModelStores.open(
+        redis, key_prefix=settings.key_prefix, signing_key=settings.require_model_key()
+    ).churn
     async with serve(settings) as api:
         await post_and_wait(api, [event("a1", "A", "login", "2026-03-01T10:00:00Z"),
                                   event("b1", "B", "login", "2026-03-01T10:00:00Z")])  # fmt: skip

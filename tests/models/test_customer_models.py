@@ -19,6 +19,7 @@ from models.churn import (
     ChurnModel,
     CustomerModelsFeed,
     CustomerModelsLearner,
+    CustomerModelStores,
     LearnStep,
     PendingChurnLabels,
     SnapshotBudget,
@@ -31,16 +32,16 @@ T0 = 1_767_605_400.0  # 2026-01-05T09:30:00Z
 
 
 def churn_store(redis: Redis, settings: Settings, key: bytes = KEY) -> SignedModelStore[ChurnModel]:
-    return SignedModelStore(
-        redis, key_prefix=settings.key_prefix, signing_key=key, name="churn", model_type=ChurnModel
-    )
+    return CustomerModelStores.open(redis, key_prefix=settings.key_prefix, signing_key=key).churn
 
 
 async def test_a_signed_model_store_versions_its_own_key_beside_the_propensity_one(
     redis: Redis, settings: Settings
 ) -> None:
-    store = churn_store(redis, settings)
+    stores = CustomerModelStores.open(redis, key_prefix=settings.key_prefix, signing_key=KEY)
+    store = stores.churn
     assert store.key == f"{settings.key_prefix}nba:model:churn"
+    assert stores.segments.key == f"{settings.key_prefix}nba:model:segments"
     assert (await store.version(), await store.latest()) == (0, None)
     model = ChurnModel()
     model.learn_one({"f": 1.0}, churned=True)
@@ -94,9 +95,9 @@ class Wiring:
         self.feed = CustomerModelsFeed(
             self.labels, self.samples, self.store, budget or SnapshotBudget(1000.0)
         )
-        self.segments_store = SignedModelStore(
-            redis, key_prefix=prefix, signing_key=KEY, name="segments", model_type=Segmenter
-        )
+        self.segments_store = CustomerModelStores.open(
+            redis, key_prefix=prefix, signing_key=KEY
+        ).segments
         self.learners = [
             CustomerModelsLearner(
                 redis,
