@@ -119,7 +119,7 @@ class Plan:
 
 
 FULL = Plan(floor_s=10.0, low_s=20.0, high_s=30.0, tail_s=10.0, repeats=3)
-QUICK = Plan(floor_s=2.0, low_s=4.0, high_s=5.0, tail_s=3.0, repeats=3)
+QUICK = Plan(floor_s=1.5, low_s=3.0, high_s=4.0, tail_s=2.0, repeats=3)
 
 
 # -- pure parts: pacing, probes, figures ----------------------------------------------------

@@ -56,7 +56,7 @@ SETTLE_POLLS = 20
 SETTLED_WITHIN_BYTES = 1024
 #: (customers, repeats)
 FULL = (100_000, 3)
-QUICK = (3_000, 3)
+QUICK = (1_000, 3)
 
 
 def run(quick: bool = False) -> Result:

@@ -1,10 +1,11 @@
 """Run the benchmarks in order, write each one's JSON, print a summary table.
 
 `python -m benchmarks.run [--quick] [names...]`: all benchmarks when no name is given.
-`--quick` scales sizes down (the whole run takes a few minutes); the full run takes well
-under twenty. A benchmark that fails is reported and the others still run; the exit status
-is then 1. Afterwards the README's performance table and `benchmarks/REPORT.md` (with its
-plots) are rendered again from every stored result.
+`--quick` scales sizes down (the whole run takes about four minutes); the full run takes
+over an hour, most of it the learning and memory benchmarks. A benchmark that fails is
+reported and the others still run; the exit status is then 1. Afterwards the README's
+performance table and `benchmarks/REPORT.md` (with its plots) are rendered again from
+every stored result.
 """
 
 from __future__ import annotations
