@@ -79,7 +79,9 @@ async def test_churn_labels_are_resolved_learned_and_served_with_segments(
         assert models["notes"] == []
         assert [item["name"] for item in body["families"]["models"]] == ["churn_risk", "segment"]
 
-        segments = (await api.get("/v1/segments")).json()
+        async with asyncio.timeout(TIMEOUT_S):  # C's sample may be learned a step later
+            while (segments := (await api.get("/v1/segments")).json())["customers_learned"] < 3:
+                await asyncio.sleep(0.1)
         assert segments["ready"] is True
         assert segments["customers_learned"] >= 3  # A, B, C (and B's snapshot after closing)
         assert len(segments["segments"]) == settings.segments_count
