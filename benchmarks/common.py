@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import hashlib
 import importlib.metadata
 import math
@@ -34,6 +33,7 @@ from redis.asyncio import Redis
 from actions.catalog import load_catalog
 from engine.embedded import EmbeddedServices, die_with_parent_hook, stop_process_group
 from engine.redis_client import connect_redis
+from engine.runtime import tune_garbage_collector
 from engine.settings import DEFAULT_CATALOG, Settings
 from engine.simulator import SimulatedBank
 from features.events import Event
@@ -454,11 +454,11 @@ def simulated_events(
 
 
 def freeze_prepared_objects() -> None:
-    """Move everything alive now (e.g. a whole run's pre-built events) out of the cyclic
-    garbage collector's view: a worker holds one batch at a time, not the run, so the
-    collector's full passes should cost what they would in a worker."""
-    gc.collect()
-    gc.freeze()
+    """Set up the collector as an engine process does (engine.runtime), which also moves
+    everything alive now (e.g. a whole run's pre-built events) out of its view: a worker
+    holds one batch at a time, not the run, so its passes should cost what they would in a
+    worker."""
+    tune_garbage_collector()
 
 
 def batches(events: list[Event], size: int) -> list[list[Event]]:

@@ -46,7 +46,6 @@ topic to add, and a lost holder is replaced within the lock's TTL.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import socket
@@ -64,6 +63,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from actions.catalog import load_catalog
 from actions.decision_log import Attribution, DecisionLog
 from engine.redis_client import connect_redis
+from engine.runtime import tune_garbage_collector
 from engine.settings import Settings
 from features.derived import FEATURES
 from features.events import Event, EventType, Rejection, decode_message
@@ -401,10 +401,5 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     """Run one worker until SIGINT/SIGTERM."""
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
-    # The modules, the app and its services live as long as the process: out of the cyclic
-    # collector's view they are not walked again by every full collection, which the
-    # worker's steady allocation of states and events triggers (Python's gc docs advise
-    # freezing after start-up for this reason).
-    gc.collect()
-    gc.freeze()
+    tune_garbage_collector()
     worker.execute_from_commandline()
