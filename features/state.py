@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 from array import array
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -63,13 +63,16 @@ class CustomerState:
 
     `watermark` is the latest event time applied (Unix seconds, 0 = no event yet);
     `decay_epoch` the reference time of the decayed sums; `seen` the ids of the events
-    applied per UTC day, for the days still within the allowed lateness.
+    applied per UTC day, for the days still within the allowed lateness. `prune_due` is
+    the watermark from which `FeatureFold.prune` has something to drop again; it is not
+    stored (0, "prune now", after decoding).
     """
 
     watermark: int
     decay_epoch: int
     seen: dict[int, array]
     slots: list[Any]
+    prune_due: int = field(default=0, compare=False)
 
 
 def event_digest(event_id: str) -> int:
@@ -172,13 +175,26 @@ class FeatureFold:
         return results
 
     def prune(self, state: CustomerState) -> None:
-        """Drop event ids and daily buckets too old to matter any more (idempotent)."""
-        if not state.watermark:
+        """Drop event ids and daily buckets too old to matter any more (idempotent).
+
+        What is too old moves only when the watermark crosses a day boundary (its own, or
+        that of the watermark minus the lateness), so until then there is nothing to do:
+        a batch usually prunes each customer with one comparison. Events within the
+        lateness never add a day that is already too old; merges reset `prune_due`.
+        """
+        watermark = state.watermark
+        if not watermark or watermark < state.prune_due:
             return
-        _drop_days_before(state.seen, (state.watermark - self._lateness) // SECONDS_PER_DAY)
-        oldest_bucket = state.watermark // SECONDS_PER_DAY - DAILY_RETENTION_DAYS + 1
+        lateness = self._lateness
+        oldest_ids_day = (watermark - lateness) // SECONDS_PER_DAY
+        today = watermark // SECONDS_PER_DAY
+        _drop_days_before(state.seen, oldest_ids_day)
+        oldest_bucket = today - DAILY_RETENTION_DAYS + 1
         for index in self._daily:
             _drop_days_before(state.slots[index][3], oldest_bucket)
+        state.prune_due = min(
+            (today + 1) * SECONDS_PER_DAY, (oldest_ids_day + 1) * SECONDS_PER_DAY + lateness
+        )
 
     def _move_decay_epoch(self, state: CustomerState, epoch: int) -> None:
         """Rescale every decayed sum to a new reference time."""
@@ -231,6 +247,7 @@ class FeatureFold:
             known = into.seen.setdefault(day, array("Q"))
             known.extend(digest for digest in ids if digest not in known)
         into.watermark = max(into.watermark, other.watermark)
+        into.prune_due = 0  # the other state's days may be older than this one's
         self.prune(into)
 
     # -- the stored form ------------------------------------------------------------------
