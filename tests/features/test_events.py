@@ -154,6 +154,15 @@ def test_iso_with_offset_and_utc_give_the_same_epoch() -> None:
     assert utc.epoch_seconds == offset.epoch_seconds == 1767605400.0
 
 
+def test_a_copy_with_another_time_has_its_own_epoch_seconds() -> None:
+    event = parse_event(raw(ts=1_767_605_400))
+    assert isinstance(event, Event)
+    assert event.epoch_seconds == 1_767_605_400.0  # computed, and kept, before the copy
+    later = event.model_copy(update={"ts": datetime(2026, 1, 6, tzinfo=UTC)})
+    assert later.epoch_seconds == datetime(2026, 1, 6, tzinfo=UTC).timestamp()
+    assert event.model_copy() == event
+
+
 def test_decode_message_of_a_single_object() -> None:
     item = raw()
     events, rejections, items = decode_message(orjson.dumps(item))
