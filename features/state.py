@@ -119,6 +119,10 @@ class FeatureFold:
         self._min_half_life = min(
             (config.half_life_s(stored[i].decay or "") for i in self._decayed), default=1.0
         )
+        # One packer for every encode: `msgpack.packb` builds a new one per call. Packing
+        # only the plain types of a state never calls back into Python, so under the GIL a
+        # call runs whole even if threads share the fold.
+        self._packer = msgpack.Packer()
         self._plans = compile_plans(
             stored,
             {f.decay: 1.0 / config.half_life_s(f.decay) for f in stored if f.decay is not None},
@@ -255,7 +259,7 @@ class FeatureFold:
     def encode(self, state: CustomerState) -> bytes:
         """The MessagePack form kept in Redis."""
         seen = {day: ids.tobytes() for day, ids in state.seen.items()}
-        return msgpack.packb([SCHEMA, state.watermark, state.decay_epoch, seen, *state.slots])
+        return self._packer.pack([SCHEMA, state.watermark, state.decay_epoch, seen, *state.slots])
 
     def decode(self, raw: bytes) -> CustomerState:
         """A state from its stored form; refuses a form this code does not know.
