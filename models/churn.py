@@ -677,9 +677,14 @@ def _decode_resolution(raw: bytes | str) -> Resolution:
 def _event_args(events: Sequence[Event]) -> list[str | int]:
     """One customer's part of the events script's ARGV: its closure times (ascending), then
     its activity times, each list after its length."""
-    closures = sorted(e.epoch_seconds for e in events if e.type is EventType.PRODUCT_CLOSED)
-    activity = [e.epoch_seconds for e in events if e.type in _ACTIVITY_TYPES]
-    return [len(closures), *map(repr, closures), len(activity), *map(repr, activity)]
+    closures: list[float] = []
+    activity: list[str] = []
+    for event in events:
+        if event.type in _ACTIVITY_TYPES:
+            activity.append(repr(event.epoch_seconds))
+        if event.type is EventType.PRODUCT_CLOSED:
+            closures.append(event.epoch_seconds)
+    return [len(closures), *map(repr, sorted(closures)), len(activity), *activity]
 
 
 def _resolution(
