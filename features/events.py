@@ -178,6 +178,7 @@ class Event(BaseModel):
         if self.type in PRODUCT_TYPES and self.product is None:
             raise ValueError(f"product is required for events of type '{self.type}'")
         self._check_attrs()
+        self.__dict__["epoch_seconds"] = self.ts.timestamp()  # see epoch_seconds
         return self
 
     def _check_attrs(self) -> None:
@@ -206,8 +207,11 @@ class Event(BaseModel):
     def epoch_seconds(self) -> float:
         """The event time as Unix seconds, the unit the feature store keeps.
 
-        Computed once per event: the store, the churn labels and the decision log each
-        read it, and `datetime.timestamp()` is not free at tens of thousands of events/s.
+        Computed once per event, by validation (which stores it where a cached property
+        keeps its value, so that reading it is a plain attribute lookup): the store, the
+        churn labels and the decision log each read it, and neither
+        `datetime.timestamp()` nor the first call of a cached property is free at tens of
+        thousands of events/s.
         """
         return self.ts.timestamp()
 
