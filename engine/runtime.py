@@ -5,7 +5,7 @@ batch's lists) and keeps thousands of decoded customer states. With CPython's de
 thresholds (700, 10, 10) the collector runs after every 700 container allocations, so a
 batch's short-lived objects are still alive at each pass, get promoted to the older
 generations, and make the older passes walk them again: measured on the store benchmark,
-about a fifth of the process's CPU time. Larger thresholds let a batch's objects die
+about 15% of the process's CPU time. Larger thresholds let a batch's objects die
 young and make the passes over old objects rare; freezing what start-up built keeps the
 modules, the app and its services out of every pass. Cyclic garbage (asyncio's
 exceptions and futures) is still collected, only in larger, rarer passes.

@@ -157,14 +157,14 @@ def test_replaying_a_long_stream_twice_changes_nothing() -> None:
 
 @pytest.mark.parametrize("lateness", [2 * DAY, DAY + 3600])
 def test_pruning_after_each_event_leaves_nothing_a_full_prune_would_drop(lateness: int) -> None:
-    config = FeatureFold(FeatureConfig(allowed_lateness_s=lateness))
-    state = config.new_state()
+    late_fold = FeatureFold(FeatureConfig(allowed_lateness_s=lateness))
+    state = late_fold.new_state()
     for n in range(3200):  # every 47 minutes, for 104 days
-        config.apply(state, event("transaction", T0 + n * 2_820, "pos", amount=2.0))
-        config.prune(state)
-        fully_pruned = config.decode(config.encode(state))  # decoded: prunes from scratch
-        config.prune(fully_pruned)
-        assert config.encode(state) == config.encode(fully_pruned), n
+        late_fold.apply(state, event("transaction", T0 + n * 2_820, "pos", amount=2.0))
+        late_fold.prune(state)
+        fully_pruned = late_fold.decode(late_fold.encode(state))  # decoded: prunes from scratch
+        late_fold.prune(fully_pruned)
+        assert late_fold.encode(state) == late_fold.encode(fully_pruned), n
     buckets = state.slots[[f.kind for f in STORED].index(Kind.DAILY)][3]
     assert min(buckets) == state.watermark // DAY - 89
     assert min(state.seen) == (state.watermark - lateness) // DAY
