@@ -21,17 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Products a customer can hold, in the feature registry's names: everyone's current account
-#: (where salary lands and card payments come from), then the products customers browse.
-HOLDINGS = (
-    "current_account",
-    "credit_card",
-    "personal_loan",
-    "savings",
-    "mortgage",
-    "insurance",
-    "investment",
-)
+from features.registry import PRODUCTS
+
+#: Products a customer can hold: the feature registry's categories but its catch-all, in its
+#: order — everyone's current account (where salary lands and card payments come from) first,
+#: then the products customers browse. The tables below have a column per holding.
+HOLDINGS = tuple(product for product in PRODUCTS if product != "other")
 _CURRENT, _CARD, _SAVINGS, _INVESTMENT = map(
     HOLDINGS.index, ("current_account", "credit_card", "savings", "investment")
 )
