@@ -105,8 +105,9 @@ def run(quick: bool = False) -> Result:
             "round trip per batch); subject: RedisFeatureStore.apply, one batch at a time",
             f"store: {wall_us:.1f} µs wall per event, of which this process used "
             f"{client_us:.1f} µs CPU and Valkey {server_us:.1f} µs CPU (2 shared cores); "
-            f"{figures['state_cache_hit_rate'].median:.0%} of the states read were the "
-            "bytes the store had written and were not decoded again (features.state_cache); "
+            f"{figures['state_cache_hit_rate'].median:.0%} of the customers' states came from "
+            "the store's cache, neither read nor decoded (features.state_cache; the "
+            "conditional write checked them); "
             f"without Redis, the fold took {figures['fold_us_per_event'].median:.1f} µs per "
             f"event and the codec {figures['codec_us_per_customer'].median:.1f} µs per "
             "customer and batch",

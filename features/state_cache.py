@@ -2,15 +2,15 @@
 
 Why: decoding a customer's MessagePack state costs about as much as folding an event into
 it, and a worker meets the same customers again and again (a session is a burst of events;
-a partition's customers belong to one worker). The store still reads every state it
-writes, under WATCH, so nothing is trusted blindly: a cached state is used only when the
-bytes just read are exactly the bytes it was decoded from or encoded to, so a change made
-by anyone else (another worker after a rebalance, an identity merge, a deletion) is seen.
+a partition's customers belong to one worker). Nothing is trusted blindly: the store writes
+a state folded from a cached one only if Redis still holds exactly the bytes it was decoded
+from or encoded to (a conditional write, or a read under WATCH), so a change made by anyone
+else (another worker after a rebalance, an identity merge, a deletion) is seen.
 
 The cache is bounded (least recently written first out) and holds only states whose write
 succeeded. A state handed out leaves the cache until its batch is written and it is kept
 again: batches applied concurrently (by one store) never fold into the same object, and a
-batch whose transaction fails has nothing to undo — the store forgets its customers.
+batch whose write fails has nothing to undo — the store forgets its customers.
 """
 
 from __future__ import annotations
@@ -48,6 +48,18 @@ class StateCache:
             return entry[1]
         self.misses += 1
         return self._fold.decode(raw)
+
+    def take(self, key: str) -> tuple[bytes, CustomerState] | None:
+        """The cached state of `key` with the bytes it was stored as, or None if not cached.
+
+        The caller owns the state returned (it is no longer in the cache) until it `keep`s it.
+        """
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return entry
 
     def keep(self, written: Iterable[tuple[str, bytes, CustomerState]]) -> None:
         """Remember states just written (key, stored bytes, state), evicting the oldest."""

@@ -46,7 +46,9 @@ class IngestStats:
 
     def __init__(self, redis: Redis, *, key_prefix: str = "") -> None:
         self._redis = redis
-        self._counts_key = f"{key_prefix}nba:ingest"
+        #: The hash of the counters, one field per `IngestCounts` field (the feature
+        #: store's conditional write increments it in its own script).
+        self.counts_key = f"{key_prefix}nba:ingest"
         self._workers_key = f"{key_prefix}nba:workers"
 
     async def add(self, counts: IngestCounts) -> None:
@@ -57,12 +59,12 @@ class IngestStats:
     def queue_add(self, pipe: Pipeline, counts: IngestCounts) -> None:
         """Queue the counting on a pipeline or transaction someone else executes (the
         feature store counts a batch in the same transaction that applies it)."""
-        pipe.hincrby(self._counts_key, "applied", counts.applied)
-        pipe.hincrby(self._counts_key, "duplicates", counts.duplicates)
-        pipe.hincrby(self._counts_key, "dead_lettered", counts.dead_lettered)
+        pipe.hincrby(self.counts_key, "applied", counts.applied)
+        pipe.hincrby(self.counts_key, "duplicates", counts.duplicates)
+        pipe.hincrby(self.counts_key, "dead_lettered", counts.dead_lettered)
 
     async def read(self) -> IngestCounts:
-        stored = await self._redis.hgetall(self._counts_key)
+        stored = await self._redis.hgetall(self.counts_key)
         return IngestCounts(**{as_text(key): int(value) for key, value in stored.items()})
 
     async def heartbeat(self, worker: str, partitions: list[int]) -> None:

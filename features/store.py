@@ -13,24 +13,29 @@ its own (e.g. an anonymous device's history). `link(customer, identifier)` — w
 `identity_linked` event does — merges the identifier's features into the customer's
 (features.state.FeatureFold.merge: counts and sums add, times take min/max, event ids
 unite) and points the identifier at the customer; linking two known customers makes
-the second an alias of the first. The alias keys are watched with the states, so a
-batch racing a link is redone on the linked state, never applied to a merged-away one.
+the second an alias of the first. A batch racing a link finds, when it writes, the state
+it folded merged away or its id linked, and is redone on the customer the id now means,
+never applied to a merged-away state.
 
-Writing a batch: the events are grouped by customer; the states of those customers are
-read with one MGET under WATCH, folded in this process (features.state: only the
-features an event touches run), and written back with one MULTI/MSET/EXEC. Two Redis
-round trips per batch, one read and one write per customer, whatever the number of
-features or events. If another writer changed one of the customers meanwhile (a
-partition handed over in a rebalance, an identity merge, a deletion), EXEC fails and the
-batch is folded again from the fresh states — optimistic concurrency, so no update is
-ever lost and none applied twice.
+Writing a batch: the events are grouped by customer and folded in this process into
+each customer's state (features.state: only the features an event touches run); one
+script then writes every changed state, all or nothing, and counts the batch. Decoded
+states are kept between batches (features.state_cache, `cached_states` of them), so a
+worker that meets its customers again reads nothing: only the states not cached (and
+the links of those ids) are read, with one MGET. The script writes only if every
+customer's stored bytes are still those its state was folded from, and no id taken for
+a new customer has been linked meanwhile — a conditional write, so one round trip per
+batch in the usual case. If another writer changed one of the customers (a partition
+handed over in a rebalance, an identity merge, a deletion) or an id of the batch is a
+linked identifier, nothing is written and the batch is applied again the careful way:
+states and links read under WATCH, identities resolved, one MULTI/MSET/EXEC, retried
+from fresh states until no other writer intervened. Either way no update is ever lost
+and none applied twice.
 
-Decoded states are kept between batches (features.state_cache, `cached_states` of them):
-a state read back as the very bytes this store wrote is not decoded again.
-
-Redis Cluster: a multi-key WATCH/MGET/MULTI needs all keys in one slot; a cluster
-deployment must split the batch per slot. The store makes one transaction per batch,
-which suits a standalone Redis or Valkey.
+Redis Cluster: the write script, like a multi-key WATCH/MGET/MULTI, needs all its keys in
+one slot; a cluster deployment must split the batch per slot. The store writes each batch
+in one script or transaction over all its customers, which suits a standalone Redis or
+Valkey.
 """
 
 from __future__ import annotations
@@ -56,6 +61,35 @@ MAX_ALIAS_HOPS = 4
 #: Rounds of optimistic retries before a batch gives up (each round means another writer
 #: changed one of its customers between our read and our write).
 MAX_WATCH_ROUNDS = 50
+
+#: Writes a batch's states only if every customer's stored bytes are still those the
+#: batch was folded from, and no customer it took for new has become a linked identifier;
+#: otherwise writes nothing and returns the position of the first change (0: written).
+#: KEYS: the n state keys, the alias keys of the customers taken for new, then optionally
+#: the ingest counters. ARGV: n, the number of alias keys, per state key the bytes
+#: expected ('' = no state) and the bytes to write ('' = unchanged), then optionally the
+#: applied, duplicate and dead-lettered counts.
+_WRITE_IF_UNCHANGED = """
+local n, aliases = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 1, n do
+  if (redis.call('GET', KEYS[i]) or '') ~= ARGV[1 + 2 * i] then return i end
+end
+for i = n + 1, n + aliases do
+  if redis.call('EXISTS', KEYS[i]) == 1 then return i end
+end
+for i = 1, n do
+  local state = ARGV[2 + 2 * i]
+  if state ~= '' then redis.call('SET', KEYS[i], state) end
+end
+local counters = KEYS[n + aliases + 1]
+if counters then
+  local counts = 2 * n + 2
+  redis.call('HINCRBY', counters, 'applied', ARGV[counts + 1])
+  redis.call('HINCRBY', counters, 'duplicates', ARGV[counts + 2])
+  redis.call('HINCRBY', counters, 'dead_lettered', ARGV[counts + 3])
+end
+return 0
+"""
 
 
 class ContendedBatchError(RuntimeError):
@@ -102,6 +136,7 @@ class RedisFeatureStore:
         self.fold = fold
         self._key_prefix = key_prefix
         self.state_cache = StateCache(fold, cached_states)
+        self._write_if_unchanged = redis.register_script(_WRITE_IF_UNCHANGED)
 
     def customer_key(self, customer_id: str, suffix: str) -> str:
         """A key of one customer; the `{id}` hash tag keeps all of them in one slot."""
@@ -136,25 +171,83 @@ class RedisFeatureStore:
     async def apply(
         self, events: Sequence[Event], *, count_into: IngestStats | None = None, rejected: int = 0
     ) -> ApplyResult:
-        """Apply events in one transaction; each customer's events in the order given.
+        """Apply events in one atomic write; each customer's events in the order given.
 
         Duplicates (an event_id applied before, in this batch or earlier) change nothing;
         events older than the customer's allowed lateness are returned as `late`. With
         `count_into`, the batch is counted (applied, duplicates, and as dead-lettered its
-        late events plus `rejected` items) in the same transaction: no extra round trip.
+        late events plus `rejected` items) in the same atomic write: no extra round trip.
         """
         if not events:
             if count_into is not None and rejected:
                 await count_into.add(IngestCounts(dead_lettered=rejected))
             return ApplyResult(applied=0, duplicates=0)
+        result = await self._apply_if_unchanged(events, count_into, rejected)
+        if result is None:
+            result = await self._apply_watched(events, count_into, rejected)
+        return result
+
+    async def _apply_if_unchanged(
+        self, events: Sequence[Event], count_into: IngestStats | None, rejected: int
+    ) -> ApplyResult | None:
+        """The usual way: fold from cached or freshly read states, write them conditionally.
+
+        Cached states are not read again; the write script checks that every customer's
+        stored bytes are still those its state came from, and writes all or nothing.
+        None (nothing written) when that check fails or an id of the batch is a linked
+        identifier: the caller then applies the batch under WATCH, which resolves
+        identities and reads every state afresh.
+        """
+        groups = list(iter_customer_groups(list(events)))
+        keys = [self.state_key(customer_id) for customer_id, _ in groups]
+        cache = self.state_cache
+        entries = [cache.take(key) for key in keys]
+        new_customer_aliases: list[str] = []
+        missing = [index for index, entry in enumerate(entries) if entry is None]
+        if missing:
+            aliases = [self.alias_key(groups[index][0]) for index in missing]
+            values = await self._redis.mget([keys[index] for index in missing] + aliases)
+            if any(alias is not None for alias in values[len(missing) :]):
+                cache.keep((key, *entry) for key, entry in zip(keys, entries, strict=True) if entry)
+                return None
+            for index, raw, alias in zip(missing, values[: len(missing)], aliases, strict=True):
+                if raw is None:
+                    entries[index] = (b"", self.fold.new_state())
+                    new_customer_aliases.append(alias)
+                else:
+                    entries[index] = (raw, self.fold.decode(raw))
+        stored = [entry[0] for entry in entries if entry]
+        result, folded = self._fold(groups, keys, [entry[1] for entry in entries if entry])
+        script_keys = [*keys, *new_customer_aliases]
+        arguments: list[bytes | int] = [len(keys), len(new_customer_aliases)]
+        for expected, (_, raw, _) in zip(stored, folded, strict=True):
+            arguments += (expected, raw or b"")
+        if count_into is not None:
+            script_keys.append(count_into.counts_key)
+            arguments += (result.applied, result.duplicates, rejected + len(result.late))
+        if await self._write_if_unchanged(keys=script_keys, args=arguments):
+            return None
+        cache.keep(
+            (key, raw or expected, state)
+            for (key, raw, state), expected in zip(folded, stored, strict=True)
+            if raw or expected
+        )
+        return result
+
+    async def _apply_watched(
+        self, events: Sequence[Event], count_into: IngestStats | None, rejected: int
+    ) -> ApplyResult:
+        """Apply the batch in a transaction over states and aliases read under WATCH."""
         async with self._redis.pipeline(transaction=True) as pipe:
             for _ in range(MAX_WATCH_ROUNDS):
                 keys: list[str] = []
                 try:
                     groups, keys, stored = await self._read_batch(pipe, events)
-                    result, states = self._fold(groups, keys, stored)
+                    cache = self.state_cache
+                    states = [cache.state(key, raw) for key, raw in zip(keys, stored, strict=True)]
+                    result, folded = self._fold(groups, keys, states)
                     pipe.multi()
-                    writes = {key: raw for key, raw, _ in states if raw is not None}
+                    writes = {key: raw for key, raw, _ in folded if raw is not None}
                     if writes:
                         pipe.mset(writes)
                     if count_into is not None:
@@ -170,7 +263,7 @@ class RedisFeatureStore:
                     raise
                 self.state_cache.keep(
                     (key, raw or stored_raw, state)
-                    for (key, raw, state), stored_raw in zip(states, stored, strict=True)
+                    for (key, raw, state), stored_raw in zip(folded, stored, strict=True)
                     if raw or stored_raw
                 )
                 return result
@@ -260,7 +353,7 @@ class RedisFeatureStore:
         self,
         groups: list[tuple[str, list[Event]]],
         keys: list[str],
-        stored: list[bytes | None],
+        states: list[CustomerState],
     ) -> tuple[ApplyResult, list[tuple[str, bytes | None, CustomerState]]]:
         """Fold each customer's events into its state (in place).
 
@@ -270,9 +363,8 @@ class RedisFeatureStore:
         fold = self.fold
         applied = duplicates = 0
         late: list[LateEvent] = []
-        states: list[tuple[str, bytes | None, CustomerState]] = []
-        for (_, customer_events), key, raw in zip(groups, keys, stored, strict=True):
-            state = self.state_cache.state(key, raw)
+        folded: list[tuple[str, bytes | None, CustomerState]] = []
+        for (_, customer_events), key, state in zip(groups, keys, states, strict=True):
             changed = False
             for event in customer_events:
                 outcome = fold.apply(state, event)
@@ -285,8 +377,8 @@ class RedisFeatureStore:
                     late.append(LateEvent(event, self._late_reason(event, state)))
             if changed:
                 fold.prune(state)
-            states.append((key, fold.encode(state) if changed else None, state))
-        return ApplyResult(applied=applied, duplicates=duplicates, late=late), states
+            folded.append((key, fold.encode(state) if changed else None, state))
+        return ApplyResult(applied=applied, duplicates=duplicates, late=late), folded
 
     def _late_reason(self, event: Event, state: CustomerState) -> str:
         lateness = self.fold.config.allowed_lateness_s

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from engine.settings import Settings
@@ -12,6 +13,7 @@ from features.config import FeatureConfig
 from features.events import Event
 from features.reading import read_features
 from features.state import FeatureFold
+from features.stats import IngestCounts, IngestStats
 from features.store import RedisFeatureStore
 
 T0 = 1767605400.0
@@ -31,8 +33,10 @@ def event(event_id: str, customer: str, kind: str = "login", **fields: Any) -> E
     )
 
 
-def store_for(redis: Redis, settings: Settings) -> RedisFeatureStore:
-    return RedisFeatureStore(redis, FOLD, key_prefix=settings.key_prefix)
+def store_for(redis: Redis, settings: Settings, cached_states: int = 0) -> RedisFeatureStore:
+    return RedisFeatureStore(
+        redis, FOLD, key_prefix=settings.key_prefix, cached_states=cached_states
+    )
 
 
 async def count(store: RedisFeatureStore, customer: str) -> int:
@@ -86,8 +90,46 @@ async def test_deleting_a_customer_removes_its_links(redis: Redis, settings: Set
     assert await redis.keys(f"{settings.key_prefix}*") == []
 
 
-async def test_events_racing_a_link_are_never_lost(redis: Redis, settings: Settings) -> None:
+async def test_a_batch_naming_a_linked_identifier_is_counted_once(
+    redis: Redis, settings: Settings
+) -> None:
     store = store_for(redis, settings)
+    stats = IngestStats(redis, key_prefix=settings.key_prefix)
+    await store.link("C1", "card:4111")
+    batch = [event("a", "card:4111"), event("b", "C1", offset=1)]
+    await store.apply(batch, count_into=stats, rejected=1)
+    await store.apply(batch, count_into=stats)
+    assert await stats.read() == IngestCounts(applied=2, duplicates=2, dead_lettered=1)
+    assert await count(store, "C1") == 2
+
+
+async def test_an_identifier_linked_while_its_batch_is_folded_is_followed(
+    redis: Redis, settings: Settings
+) -> None:
+    """The race the store's conditional write closes: a batch finds a new identifier with
+    neither state nor link, the link lands before the batch writes; the batch must not
+    create a state under what is now a link, and its events go to the customer."""
+    store, linker = store_for(redis, settings), store_for(redis, settings)
+    write = store._write_if_unchanged
+    links = []
+
+    async def link_then_write(**arguments: Any) -> Any:
+        if not links:  # only once: the retry then meets the link
+            links.append(await linker.link("C1", "device:new"))
+        return await write(**arguments)
+
+    store._write_if_unchanged = link_then_write  # type: ignore[method-assign]
+    await store.apply([event("a", "C1"), event("b", "device:new", offset=1)])
+    assert links[0].merged is False
+    assert await redis.get(store.state_key("device:new")) is None
+    assert await count(store, "C1") == 2
+
+
+@pytest.mark.parametrize("cached_states", [0, 100])
+async def test_events_racing_a_link_are_never_lost(
+    redis: Redis, settings: Settings, cached_states: int
+) -> None:
+    store = store_for(redis, settings, cached_states)
     batches = [[event(f"e{b}-{i}", "device:x1", offset=b) for i in range(5)] for b in range(20)]
     results = await asyncio.gather(
         *(store.apply(batch) for batch in batches[:10]),

@@ -54,6 +54,15 @@ def test_a_state_handed_out_is_not_handed_out_again_until_kept() -> None:
     assert FOLD.encode(second) == raw
 
 
+def test_take_hands_out_a_kept_state_with_its_bytes_once() -> None:
+    cache = StateCache(FOLD, capacity=10)
+    raw, state = stored("a")
+    cache.keep([("k", raw, state)])
+    assert cache.take("k") == (raw, state)
+    assert cache.take("k") is None  # handed out: not in the cache until kept again
+    assert (cache.hits, cache.misses, len(cache)) == (1, 1, 0)
+
+
 def test_a_missing_state_is_a_new_one() -> None:
     cache = StateCache(FOLD, capacity=10)
     assert FOLD.encode(cache.state("k", None)) == FOLD.encode(FOLD.new_state())

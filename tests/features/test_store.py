@@ -155,6 +155,20 @@ async def test_a_cached_store_sees_what_other_writers_wrote(
     assert cached.state_cache.misses > 0
 
 
+async def test_a_cached_store_starts_afresh_after_another_deleted_the_customer(
+    redis: Redis, settings: Settings
+) -> None:
+    """The cached state of a deleted customer is not written back: the write finds the
+    customer's bytes gone and the batch is applied to what Redis now holds (nothing)."""
+    cached, other = store_for(redis, settings, cached_states=100), store_for(redis, settings)
+    events = make_events(60)
+    await cached.apply(events[:30])
+    for customer in CUSTOMERS:
+        await other.delete(customer)
+    await cached.apply(events[30:])
+    assert await stored_states(cached) == reference(events[30:])
+
+
 async def test_delete_removes_the_customer(redis: Redis, settings: Settings) -> None:
     store = store_for(redis, settings)
     events = make_events(10)
