@@ -71,15 +71,30 @@ MAX_WATCH_ROUNDS = 50
 #: applied, duplicate and dead-lettered counts.
 _WRITE_IF_UNCHANGED = """
 local n, aliases = tonumber(ARGV[1]), tonumber(ARGV[2])
-for i = 1, n do
-  if (redis.call('GET', KEYS[i]) or '') ~= ARGV[1 + 2 * i] then return i end
+local CHUNK = 1000  -- keys per MGET/EXISTS/MSET: unpack's stack is limited
+for first = 1, n, CHUNK do
+  local last = math.min(first + CHUNK - 1, n)
+  local current = redis.call('MGET', unpack(KEYS, first, last))
+  for i = first, last do
+    if (current[i - first + 1] or '') ~= ARGV[1 + 2 * i] then return i end
+  end
 end
-for i = n + 1, n + aliases do
-  if redis.call('EXISTS', KEYS[i]) == 1 then return i end
+for first = n + 1, n + aliases, CHUNK do
+  if redis.call('EXISTS', unpack(KEYS, first, math.min(first + CHUNK - 1, n + aliases))) > 0 then
+    return first
+  end
 end
+local writes = {}
 for i = 1, n do
   local state = ARGV[2 + 2 * i]
-  if state ~= '' then redis.call('SET', KEYS[i], state) end
+  if state ~= '' then
+    writes[#writes + 1] = KEYS[i]
+    writes[#writes + 1] = state
+  end
+  if #writes >= 2 * CHUNK or (i == n and #writes > 0) then
+    redis.call('MSET', unpack(writes))
+    writes = {}
+  end
 end
 local counters = KEYS[n + aliases + 1]
 if counters then

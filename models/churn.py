@@ -43,7 +43,7 @@ Redis layout (`{prefix}` is the key prefix):
 
 Redis Cluster: `on_events_many` runs one script over a batch's customers' keys (one
 command instead of one per customer: the per-command client cost dominated the worker),
-so, like the feature store's batch transaction, it needs a standalone Redis or Valkey; a
+so, like the feature store's batch write, it needs a standalone Redis or Valkey; a
 Cluster deployment must split batches per slot.
 
 Exactly once. A label is produced only by the script that deletes its snapshot —
@@ -374,7 +374,7 @@ class PendingChurnLabels:
         batch's customers have no pending snapshot after it (none before, or one a closure
         just resolved), so that the caller knows whom to snapshot.
         The script spans the batch's customers: standalone Redis or Valkey, as the
-        feature store's batch transaction (a Cluster deployment must split the batch per
+        feature store's batch write (a Cluster deployment must split the batch per
         slot).
         """
         by_customer = dict(iter_customer_groups(list(events)))

@@ -169,6 +169,37 @@ async def test_a_cached_store_starts_afresh_after_another_deleted_the_customer(
     assert await stored_states(cached) == reference(events[30:])
 
 
+async def test_a_batch_of_thousands_of_customers_is_written_whole(
+    redis: Redis, settings: Settings
+) -> None:
+    """The write script compares and writes a thousand keys at a time (Lua cannot pass
+    thousands at once): every chunk counts."""
+    store = store_for(redis, settings, cached_states=5_000)
+    customers = [f"B{i}" for i in range(4_500)]  # unpack() takes 8,000 values at most
+
+    def logins(prefix: str, offset: float) -> list[Event]:
+        return [
+            Event.model_validate(
+                {
+                    "event_id": f"{prefix}{i}",
+                    "customer_id": customer,
+                    "type": "login",
+                    "channel": "web",
+                    "ts": T0 + offset,
+                }
+            )
+            for i, customer in enumerate(customers)
+        ]
+
+    assert (await store.apply(logins("a", 0))).applied == 4_500  # all new: read, then written
+    assert (await store.apply(logins("b", 60))).applied == 4_500  # all cached: compared
+    await redis.set(store.state_key(customers[-1]), FOLD.encode(FOLD.new_state()))
+    assert (await store.apply(logins("c", 120))).applied == 4_500  # the last chunk changed
+    states = await store.read_states(customers)
+    counts = [read_features(FOLD, state, T0 + 600)["event_count"] for state in states if state]
+    assert counts == [3] * 4_499 + [1]
+
+
 async def test_delete_removes_the_customer(redis: Redis, settings: Settings) -> None:
     store = store_for(redis, settings)
     events = make_events(10)
