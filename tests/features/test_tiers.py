@@ -53,7 +53,7 @@ async def test_a_pass_publishes_the_quintiles_of_every_purchasing_customer(
     walker = BaseWalker(redis, FOLD, key_prefix=settings.key_prefix, owner="a", keys_per_step=7)
     other = BaseWalker(redis, FOLD, key_prefix=settings.key_prefix, owner="b")
     edges = None
-    for _ in range(100):
+    for _ in range(10_000):  # SCAN steps through every key of the shared server, not only ours
         edges = await walker.step(now=T0)
         if edges:
             break
