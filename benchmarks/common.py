@@ -33,7 +33,6 @@ from redis.asyncio import Redis
 from actions.catalog import load_catalog
 from engine.embedded import EmbeddedServices, die_with_parent_hook, stop_process_group
 from engine.redis_client import connect_redis
-from engine.runtime import tune_garbage_collector
 from engine.settings import DEFAULT_CATALOG, Settings
 from engine.simulator import SimulatedBank
 from features.events import Event
@@ -451,14 +450,6 @@ def simulated_events(
         events += [Event.model_validate(raw) for raw in bank.events_for_day(day)]
         day += 1
     return events[:limit]
-
-
-def freeze_prepared_objects() -> None:
-    """Set up the collector as an engine process does (engine.runtime), which also moves
-    everything alive now (e.g. a whole run's pre-built events) out of its view: a worker
-    holds one batch at a time, not the run, so its passes should cost what they would in a
-    worker."""
-    tune_garbage_collector()
 
 
 def batches(events: list[Event], size: int) -> list[list[Event]]:

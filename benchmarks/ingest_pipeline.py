@@ -36,7 +36,6 @@ from benchmarks.common import (
     engine_process,
     ensure_running,
     flush,
-    freeze_prepared_objects,
     fresh_servers,
     isolated_settings,
     median_of,
@@ -47,6 +46,7 @@ from benchmarks.common import (
 )
 from engine.embedded import EmbeddedServices
 from engine.redis_client import connect_redis
+from engine.runtime import tune_garbage_collector
 from engine.settings import Settings
 from engine.topics import ensure_topics
 from features.events import Event, decode_message
@@ -69,7 +69,9 @@ def run(quick: bool = False) -> Result:
     """Measure the worker and the in-process baseline; return the result (not yet written)."""
     customers, count, repeats = QUICK if quick else FULL
     events = simulated_events(customers, limit=count)
-    freeze_prepared_objects()  # the in-process baseline holds the whole run's events
+    # the collector as in a worker; the in-process baseline holds the whole run's events,
+    # which leave its view
+    tune_garbage_collector()
     with fresh_servers() as services, tempfile.TemporaryDirectory(prefix="nba-bench-") as logs:
         print(
             f"{NAME}: {len(events):,} events of {customers:,} customers, "

@@ -231,8 +231,9 @@ class RedisFeatureStore:
                     new_customer_aliases.append(alias)
                 else:
                     entries[index] = (raw, self.fold.decode(raw))
-        stored = [entry[0] for entry in entries if entry]
-        result, folded = self._fold(groups, keys, [entry[1] for entry in entries if entry])
+        taken = [entry for entry in entries if entry]  # every customer has one by now
+        stored = [raw for raw, _ in taken]
+        result, folded = self._fold(groups, keys, [state for _, state in taken])
         script_keys = [*keys, *new_customer_aliases]
         arguments: list[bytes | int] = [len(keys), len(new_customer_aliases)]
         for expected, (_, raw, _) in zip(stored, folded, strict=True):
