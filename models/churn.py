@@ -74,7 +74,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -86,6 +86,7 @@ from features.events import BANK_INITIATED_TYPES, Event, EventType, iter_custome
 from features.reading import read_features
 from features.store import RedisFeatureStore
 from models.checkpoints import SignedModelStore, StaleCheckpointError
+from models.cooperative import SLICE_S, in_slices
 from models.features_vector import vectorise
 from models.segments import Segmenter, SegmentSample, SegmentSamples
 
@@ -238,14 +239,6 @@ class ChurnModel:
         """Learn one label; `x` must be the snapshot's input, never later features."""
         self._pipeline.learn_one(dict(x), bool(churned))
         self.labels_learned += 1
-
-    def learn(self, resolutions: Iterable[Resolution]) -> int:
-        """Learn every resolution, in order; how many were learned."""
-        learned = 0
-        for resolution in resolutions:
-            self.learn_one(resolution.x, resolution.churned)
-            learned += 1
-        return learned
 
     def churn_risk(self, x: Mapping[str, float]) -> float:
         """The probability that the customer churns within the horizon."""
@@ -576,7 +569,9 @@ class CustomerModelsLearner:
     model that learned. Labels and samples are removed from Redis before they are
     learned: a crash before the save loses them, never learns them twice (see the
     module doc). A save that finds the version moved (two holders after a lock lapse)
-    stores nothing; the next step reloads the winner's models.
+    stores nothing; the next step reloads the winner's models. A step learns in slices
+    of `slice_s` seconds (`models.cooperative`): the worker's events are applied in
+    between, not held back for the whole step.
     """
 
     def __init__(
@@ -593,6 +588,7 @@ class CustomerModelsLearner:
         lateness_s: float = 0.0,
         lock_ttl_s: float = 10.0,
         batch: int = 1000,
+        slice_s: float = SLICE_S,
     ) -> None:
         self._labels = labels
         self._samples = samples
@@ -603,6 +599,7 @@ class CustomerModelsLearner:
         self._lateness_s = lateness_s
         self._lock_ttl_ms = math.ceil(lock_ttl_s * 1000)
         self._batch = batch
+        self._slice_s = slice_s
         self.lock_key = f"{key_prefix}nba:lock:customer-models"
         self._lock_script = redis.register_script(_LOCK_SCRIPT)
         self.churn, self.churn_version = ChurnModel(), -1  # -1: not loaded yet
@@ -619,11 +616,12 @@ class CustomerModelsLearner:
             now = watermark - self._lateness_s
             resolutions += await self._labels.expire_due(now, limit=self._batch)
         samples = await self._samples.pop(self._batch)
-        learned = self.churn.learn(resolutions)
-        for sample in samples:
+        async for resolution in in_slices(resolutions, self._slice_s):
+            self.churn.learn_one(resolution.x, resolution.churned)
+        async for sample in in_slices(samples, self._slice_s):
             self.segmenter.learn_one(sample.features, now=sample.ts)
         try:
-            if learned:
+            if resolutions:
                 saved_churn = await self._churn_store.save(
                     self.churn, expected_version=self.churn_version
                 )
@@ -636,7 +634,7 @@ class CustomerModelsLearner:
         except StaleCheckpointError:
             self.churn_version = self.segments_version = -1  # reload the winner's next step
             raise
-        return LearnStep(learned, len(samples), self.churn_version, self.segments_version)
+        return LearnStep(len(resolutions), len(samples), self.churn_version, self.segments_version)
 
     async def _load_if_moved(self) -> None:
         """Load each stored model whose version is not the one in memory (fresh if none)."""

@@ -54,6 +54,7 @@ from models.checkpoints import (
     StaleCheckpointError,
     with_priors,
 )
+from models.cooperative import in_slices
 from models.drift import DriftAlert
 from models.offpolicy import BanditLog, LoggedDecision
 from models.online import OnlinePropensity, UnknownActionError
@@ -195,7 +196,7 @@ class Learner:
         while True:
             model, state, version = await self._latest()
             self._model = None  # in case of a failure before the save: reload next time
-            done = _learn_all(model, state, outcomes)
+            done = await _learn_all(model, state, outcomes)
             try:
                 checkpoint = await self._store.save(model, expected_version=version, state=state)
             except StaleCheckpointError as error:
@@ -225,10 +226,15 @@ class Learner:
         return with_priors(checkpoint.model, self._priors), checkpoint.state, checkpoint.version
 
 
-def _learn_all(model: OnlinePropensity, state: LearnerState, outcomes: Sequence[Outcome]) -> _Pass:
-    """Learn `outcomes` in order into `model` and `state`, skipping replays and unknown actions."""
+async def _learn_all(
+    model: OnlinePropensity, state: LearnerState, outcomes: Sequence[Outcome]
+) -> _Pass:
+    """Learn `outcomes` in order into `model` and `state`, skipping replays and unknown actions.
+
+    In slices (`models.cooperative`): the worker applies events on the same event loop.
+    """
     done = _Pass()
-    for outcome in outcomes:
+    async for outcome in in_slices(outcomes):
         if _replayed(outcome, state):
             done.replayed += 1
             continue

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from redis.asyncio import Redis
 
@@ -24,6 +26,7 @@ from models.churn import (
     PendingChurnLabels,
     SnapshotBudget,
 )
+from models.cooperative import SLICE_S
 from models.segments import Segmenter, SegmentSamples
 
 KEY = b"k" * 32
@@ -82,7 +85,11 @@ class Wiring:
     """A store, a feed and two learners (two workers) on one test's keys."""
 
     def __init__(
-        self, redis: Redis, settings: Settings, budget: SnapshotBudget | None = None
+        self,
+        redis: Redis,
+        settings: Settings,
+        budget: SnapshotBudget | None = None,
+        slice_s: float = SLICE_S,
     ) -> None:
         prefix = settings.key_prefix
         self.store = RedisFeatureStore(
@@ -108,6 +115,7 @@ class Wiring:
                 new_segmenter=lambda: Segmenter(2, warmup=2),
                 owner=owner,
                 key_prefix=prefix,
+                slice_s=slice_s,
             )
             for owner in ("w1", "w2")
         ]
@@ -179,3 +187,21 @@ async def test_a_new_lock_holder_builds_on_the_stored_models(
     assert step is not None
     assert (step.churn_labels, step.churn_version, step.segments_version) == (1, 1, 2)
     assert second.segmenter.customers_learned == 2  # the first's sample, loaded, plus B
+
+
+async def test_a_step_lets_the_event_loop_run_between_the_samples_it_learns(
+    redis: Redis, settings: Settings
+) -> None:
+    wiring = Wiring(redis, settings, slice_s=0.0)  # a pause after every sample
+    learner = wiring.learners[0]
+    customers = [f"C{i}" for i in range(6)]
+    await wiring.apply([event(f"{c}-1", c, "login", T0) for c in customers])
+    seen: list[int] = []
+    stepping = asyncio.create_task(learner.step())
+    while not stepping.done():  # another task on the loop, as the worker's events are
+        seen.append(learner.segmenter.customers_learned)
+        await asyncio.sleep(0)
+    step = await stepping
+    assert step is not None
+    assert step.segment_samples == len(customers)
+    assert set(range(1, len(customers))) <= set(seen)  # it ran after each sample
