@@ -7,12 +7,6 @@ whole run. Each repeat has three phases, each starting once the worker has caugh
 - the simulated bank's events as background load at LOW_RATE events/s (a second point);
 - the same at HIGH_RATE events/s (the subject: the issue's p99 < 100 ms at 10,000/s).
 
-Then a second `nba worker` joins the group, as a deployment scales out (README: several
-workers with the same `NBA_WORKER_ID`). Once the two own the partitions between them and
-an unmeasured LOW_RATE phase has warmed the newcomer's state cache, the HIGH_RATE phase
-is repeated with both (figures `2_workers_at_10k_*`, their CPU summed under `worker`).
-One worker's figure stays the subject; both carry the target.
-
 Background load: this process produces the simulated bank's events with `EventPublisher`
 on an `AIOKafkaProducer` configured as the API's (`acks="all"`, `linger_ms=2`), so the
 envelopes are packed exactly as `POST /v1/events` packs them; a publish every TICK_S
@@ -108,10 +102,6 @@ LAG_SAMPLE_S = 0.25
 #: A lag growing by less than this share of the rate counts as kept up (sampling noise).
 SUSTAINED_GROWTH_SHARE = 0.02
 READY_TIMEOUT_S = 120.0  # worker start-up and group join, API start-up
-#: Workers of the scaled-out phase, and the prefix of its figures.
-SCALE_OUT_WORKERS = 2
-SCALED_OUT = f"{SCALE_OUT_WORKERS}_workers_at_{HIGH_RATE // 1000}k"
-WORKERS_POLL_S = 0.5
 DRAIN_TIMEOUT_S = 300.0
 PROBE_TIMEOUT_S = 300.0
 DRAIN_POLL_S = 0.02
@@ -312,18 +302,6 @@ def load_figures(prefix: str, outcome: PhaseOutcome) -> dict[str, float]:
     }
 
 
-def partitions_shared(owned: Sequence[Sequence[int]], workers: int, partitions: int) -> bool:
-    """Whether `workers` workers each own some of the partitions, and together each once.
-
-    `owned`: the partitions of each live worker, as their heartbeats say (a worker that
-    has not heard of a rebalance yet still lists its former partitions: then some
-    partition is owned twice, and the answer is no).
-    """
-    busy = [parts for parts in owned if parts]
-    every = sorted(partition for parts in busy for partition in parts)
-    return len(busy) == workers and every == list(range(partitions))
-
-
 def rate_prefix(rate: int) -> str:
     """Figure-name prefix of a background rate: 10,000 events/s → `at_10k`."""
     return f"at_{rate // 1000}k" if rate % 1000 == 0 else f"at_{rate}"
@@ -414,7 +392,7 @@ class Rig:
     """What every phase uses: the publisher, the probes and their clients, the counters."""
 
     settings: Settings
-    workers: list[Child]
+    worker: Child
     api: Child
     broker_pid: int
     redis: Redis
@@ -436,7 +414,7 @@ class Rig:
         customers = [f"probe-{number:02d}" for number in range(PROBE_CUSTOMERS)]
         return cls(
             settings=settings,
-            workers=[worker],
+            worker=worker,
             api=api,
             broker_pid=broker_pid,
             redis=redis,
@@ -464,29 +442,14 @@ class Rig:
         await self.producer.stop()
         await self.redis.aclose()
 
-    async def wait_for_workers(self, count: int) -> None:
-        """Wait until `count` workers say they own the events partitions between them."""
-        partitions = self.settings.topic_partitions
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            self.check_children()
-            owned = [worker.partitions for worker in await self.stats.live_workers()]
-            if partitions_shared(owned, count, partitions):
-                return
-            await asyncio.sleep(WORKERS_POLL_S)
-        raise BenchmarkError(
-            f"{count} workers did not share the {partitions} partitions within {READY_TIMEOUT_S} s"
-        )
-
     def check_children(self) -> None:
-        for worker in self.workers:
-            worker.check()
+        self.worker.check()
         self.api.check()
 
     async def cpu_seconds(self) -> dict[str, float]:
-        """CPU used so far: the workers, API, this process (producer, probes), Valkey, Kafka."""
+        """CPU used so far: worker, API, this process (producer, probes), Valkey, Kafka."""
         return {
-            "worker": sum(process_cpu_seconds(w.process.pid) for w in self.workers),
+            "worker": process_cpu_seconds(self.worker.process.pid),
             "api": process_cpu_seconds(self.api.process.pid),
             "client": time.process_time(),
             "valkey": await server_cpu_seconds(self.redis),
@@ -633,7 +596,7 @@ async def _loaded(rig: Rig, rate: int, seconds: float, events: list[Event]) -> P
 
 
 async def _warm_up(rig: Rig) -> None:
-    """One probe per probe customer: the workers have joined and the API reads the store."""
+    """One probe per probe customer: the worker has joined and the API reads the store."""
     await rig.wait_for_api()
     probes = [rig.book.take() for _ in range(rig.book.size)]
     try:
@@ -657,12 +620,6 @@ async def _one_repeat(
         figures |= latency_figures(prefix, outcome.seen, outcome.skipped)
         figures |= load_figures(prefix, outcome)
     return figures
-
-
-async def _scaled_out_repeat(rig: Rig, plan: Plan, high_events: list[Event]) -> dict[str, float]:
-    """HIGH_RATE again, the partitions shared by SCALE_OUT_WORKERS workers; its figures."""
-    high = await _loaded(rig, HIGH_RATE, plan.high_s, high_events)
-    return latency_figures(SCALED_OUT, high.seen, high.skipped) | load_figures(SCALED_OUT, high)
 
 
 # -- the benchmark --------------------------------------------------------------------------
@@ -704,28 +661,6 @@ def run(quick: bool = False) -> Result:
                         gc.unfreeze()
 
                 figures = median_of(plan.repeats, one_repeat)
-                with contextlib.ExitStack() as more_workers:
-                    for number in range(2, SCALE_OUT_WORKERS + 1):
-                        log_path = Path(logs) / f"worker-{number}.log"
-                        process = engine_process("worker", settings, log_path)
-                        rig.workers.append(Child(more_workers.enter_context(process), log_path))
-                    runner.run(rig.wait_for_workers(SCALE_OUT_WORKERS))
-                    runner.run(_warm_up(rig))
-                    # unmeasured: the new workers' state caches warm, as the first worker's
-                    # did in the phases before its HIGH_RATE one
-                    warming = source.take(int(LOW_RATE * (plan.low_s + plan.tail_s)))
-                    runner.run(_loaded(rig, LOW_RATE, plan.low_s, warming))
-
-                    def scaled_out_repeat() -> dict[str, float]:
-                        high = source.take(int(HIGH_RATE * (plan.high_s + plan.tail_s)))
-                        gc.collect()
-                        gc.freeze()
-                        try:
-                            return runner.run(_scaled_out_repeat(rig, plan, high))
-                        finally:
-                            gc.unfreeze()
-
-                    figures |= median_of(plan.repeats, scaled_out_repeat)
             finally:
                 runner.run(rig.close())
         valkey_version = asyncio.run(server_version(settings))
@@ -753,16 +688,12 @@ def _result(plan: Plan, quick: bool, figures: dict[str, Series], valkey_version:
             "producer": "EventPublisher in the benchmark process (acks=all, linger_ms=2)",
             "repeats": plan.repeats,
             "kafka_session_timeout_s": SESSION_TIMEOUT_S,
-            "scaled_out_workers": SCALE_OUT_WORKERS,
             "valkey_version": valkey_version,
         },
         figures=figures,
         subject=f"{high}_p99_ms",
         baseline="floor_p99_ms",
-        targets=[
-            Target(f"{high}_p99_ms", at_most=TARGET_P99_MS),
-            Target(f"{SCALED_OUT}_p99_ms", at_most=TARGET_P99_MS),
-        ],
+        targets=[Target(f"{high}_p99_ms", at_most=TARGET_P99_MS)],
         notes=[
             "baseline: the same probes with no background load (the freshness floor); "
             f"subject: probes while the simulated bank's events are produced at {HIGH_RATE:,} "
@@ -770,13 +701,12 @@ def _result(plan: Plan, quick: bool, figures: dict[str, Series], valkey_version:
             "event − the moment before it was published",
             _load_note(figures, high, HIGH_RATE),
             _load_note(figures, low, LOW_RATE),
-            _load_note(figures, SCALED_OUT, HIGH_RATE, workers=SCALE_OUT_WORKERS),
         ],
     )
 
 
-def _load_note(figures: dict[str, Series], prefix: str, rate: int, workers: int = 1) -> str:
-    """One line on a loaded phase: rates, lag, whether the workers kept up, the latencies."""
+def _load_note(figures: dict[str, Series], prefix: str, rate: int) -> str:
+    """One line on a loaded phase: rates, lag, whether the worker kept up, the latencies."""
     median = {
         name[len(prefix) + 1 :]: series.median
         for name, series in figures.items()
@@ -787,16 +717,15 @@ def _load_note(figures: dict[str, Series], prefix: str, rate: int, workers: int 
         if sustained(rate, median["lag_growth_events_per_s"])
         else "NOT sustained: the lag grows with the phase's length, and so do the latencies"
     )
-    who = "one worker" if workers == 1 else f"{workers} workers"
     return (
-        f"at {rate:,} events/s, {who} ({verdict}): sent {median['sent_events_per_s']:,.0f}/s, "
-        f"processed {median['worker_events_per_s']:,.0f}/s, the lag grew by "
+        f"at {rate:,} events/s ({verdict}): sent {median['sent_events_per_s']:,.0f}/s, the worker "
+        f"processed {median['worker_events_per_s']:,.0f}/s, its lag grew by "
         f"{median['lag_growth_events_per_s']:,.0f} events/s and was "
         f"{median['lag_end_events']:,.0f} events when the load stopped, caught up "
         f"{median['drain_s']:.2f} s later; p50/p90/p99/max {median['p50_ms']:,.0f}/"
         f"{median['p90_ms']:,.0f}/{median['p99_ms']:,.0f}/{median['max_ms']:,.0f} ms over "
         f"{median['probes']:.0f} probes ({median['probes_skipped']:.0f} skipped); CPU shares: "
-        f"{who} {median['worker_cpu_share']:.0%}, API {median['api_cpu_share']:.0%}, Valkey "
+        f"worker {median['worker_cpu_share']:.0%}, API {median['api_cpu_share']:.0%}, Valkey "
         f"{median['valkey_cpu_share']:.0%}, Kafka {median['broker_cpu_share']:.0%}, producer "
         f"and probes {median['client_cpu_share']:.0%}"
     )

@@ -26,7 +26,6 @@ from benchmarks.freshness import (
     lag,
     latency_figures,
     load_figures,
-    partitions_shared,
     poll_delay,
     rate_prefix,
     shows,
@@ -203,11 +202,3 @@ def test_the_http_client_reconnects_when_the_server_closed_an_idle_connection() 
             await server.wait_closed()
 
     assert asyncio.run(scenario()) == [(200, b"ok"), (200, b"ok")]
-
-
-def test_workers_share_the_partitions_only_when_each_owns_some_and_each_partition_once() -> None:
-    assert partitions_shared([[0, 2], [1, 3]], 2, 4)
-    assert not partitions_shared([[0, 1, 2, 3]], 2, 4)  # the second has not joined
-    assert not partitions_shared([[0, 1, 2, 3], [1, 3]], 2, 4)  # a stale heartbeat
-    assert not partitions_shared([[0, 1, 2, 3], []], 2, 4)  # joined, nothing assigned yet
-    assert not partitions_shared([[0], [1, 3]], 2, 4)  # a partition nobody owns
