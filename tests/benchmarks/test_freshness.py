@@ -183,6 +183,19 @@ def test_background_slices_continue_one_simulation_without_repeating_an_event() 
     assert first + second == simulated_events(40, limit=400)
 
 
+def test_whole_days_come_first_and_the_slices_continue_after_them() -> None:
+    source = BackgroundSource(simulated_bank(40))
+    days = list(source.take_days(2))
+    after = source.take(50)
+    assert len(days) == 2
+    assert all(days)
+    assert {event.ts.date() for event in days[0]} != {event.ts.date() for event in days[1]}
+    history = [event for day in days for event in day]
+    assert history + after == simulated_events(40, limit=len(history) + 50)
+    with pytest.raises(ValueError, match="whole days"):
+        next(source.take_days(1))
+
+
 def test_the_http_client_reconnects_when_the_server_closed_an_idle_connection() -> None:
     async def scenario() -> list[tuple[int, bytes]]:
         async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
