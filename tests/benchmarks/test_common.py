@@ -10,22 +10,30 @@ from pathlib import Path
 
 import orjson
 import pytest
+from redis.asyncio import Redis
 
 from benchmarks.common import (
+    FIRST_TRAFFIC_DAY,
     SIMULATION_START,
     BenchmarkError,
     Result,
     Series,
     Target,
     batches,
+    fold_history,
     format_figure,
     machine_description,
     median_of,
     percentiles,
+    simulated_bank,
+    simulated_days,
     simulated_events,
     source_digest,
 )
+from engine.settings import Settings
 from features.events import EventType
+from features.state import FeatureFold
+from features.store import RedisFeatureStore
 
 
 def test_median_of_collects_each_figure_over_the_repeats(capsys: pytest.CaptureFixture) -> None:
@@ -176,3 +184,28 @@ def test_simulated_events_are_whole_days_or_the_first_limit_of_the_traffic() -> 
 
 def test_batches_are_consecutive_slices() -> None:
     assert batches(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+def test_the_events_after_a_history_are_the_days_that_follow_it() -> None:
+    history = [
+        event for day in simulated_days(simulated_bank(40), FIRST_TRAFFIC_DAY, 2) for event in day
+    ]
+    after = simulated_events(40, limit=30, first_day=FIRST_TRAFFIC_DAY + 2)
+    assert history
+    assert history + after == simulated_events(40, limit=len(history) + 30)
+
+
+async def test_a_folded_history_is_in_the_store_as_the_stream_would_have_left_it(
+    redis: Redis, settings: Settings
+) -> None:
+    days = list(simulated_days(simulated_bank(20), FIRST_TRAFFIC_DAY, 2))
+    events = [event for day in days for event in day]
+    assert await fold_history(redis, settings, days) == len(events)
+    fold = FeatureFold(settings.feature_config())
+    folded = RedisFeatureStore(redis, fold, key_prefix=settings.key_prefix)
+    streamed = RedisFeatureStore(redis, fold, key_prefix=settings.key_prefix + "s:")
+    await streamed.apply(events)  # one batch, as a worker would have received them
+    customer = events[-1].customer_id
+    folded_state = await redis.get(folded.state_key(customer))
+    assert folded_state is not None
+    assert folded_state == await redis.get(streamed.state_key(customer))
