@@ -219,7 +219,7 @@ def _part_shares(fold: FeatureFold, states: dict[str, CustomerState]) -> dict[st
     for state in states.values():
         total += len(fold.encode(state))
         seen += len(msgpack.packb({day: ids.tobytes() for day, ids in state.seen.items()}))
-        daily += len(msgpack.packb(state.slots[daily_index]))
+        daily += len(msgpack.packb(state.slots[daily_index].packed()))
     return {"seen": seen / total, "daily": daily / total}
 
 

@@ -34,26 +34,6 @@ def attribute_number(value: Any) -> float | int | None:
     return value if isinstance(value, int | float) else None
 
 
-def add_to_day(daily: list[Any], ts: int, units: int) -> None:
-    """Fold one event into a DAILY slot: [distinct days, first day, its units, buckets].
-
-    Buckets are (count, units) tuples, not lists: the garbage collector stops tracking a
-    tuple of numbers, and a worker keeps thousands of states with up to 90 buckets each.
-    """
-    day = ts // SECONDS_PER_DAY
-    buckets = daily[3]
-    bucket = buckets.get(day)
-    if bucket is None:
-        buckets[day] = (1, units)
-        daily[0] += 1
-    else:
-        buckets[day] = (bucket[0] + 1, bucket[1] + units)
-    if daily[1] is None or day < daily[1]:
-        daily[1], daily[2] = day, units
-    elif day == daily[1]:
-        daily[2] += units
-
-
 def _weight_variable(decay_group: str) -> str:
     return f"weight_{decay_group}"
 
@@ -73,7 +53,7 @@ def _statements(index: int, feature: StoredFeature) -> list[str]:
         value = f"{value} * {_weight_variable(feature.decay or '')}"
     slot = f"slots[{index}]"
     if feature.kind is Kind.DAILY:
-        return [f"add_to_day({slot}, ts, {value})"]
+        return [f"{slot}.add(ts // {SECONDS_PER_DAY}, {value})"]
     if feature.key is None:
         return {
             Kind.COUNT: [f"{slot} += {value}"],
@@ -127,7 +107,6 @@ def source_for(
     `inverse_half_lives` gives 1 / half-life in seconds for each decay group.
     """
     namespace: dict[str, Any] = {
-        "add_to_day": add_to_day,
         "attribute_number": attribute_number,
     }
     body: list[str] = []

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from features.config import SECONDS_PER_DAY, WINDOWS_DAYS, FeatureConfig
+from features.daily import DailyBuckets
 from features.derived import CONTACT_FEATURES, DERIVED
 from features.registry import AMOUNT_SCALE, Key, Kind, Reading, StoredFeature, Value
 from features.state import CustomerState, FeatureFold
@@ -64,25 +65,15 @@ def _read_plan(stored: tuple[StoredFeature, ...]) -> tuple[_FlatFeature, ...]:
     return tuple(plan)
 
 
-def _daily(base: str, daily: list[Any], now: float) -> Features:
-    distinct_days, _, first_day_units, buckets = daily
+def _daily(base: str, daily: DailyBuckets, now: float) -> Features:
     today = int(now // SECONDS_PER_DAY)
-    counts = dict.fromkeys(WINDOWS_DAYS, 0)
-    units = dict.fromkeys(WINDOWS_DAYS, 0)
-    for day, (day_count, day_units) in buckets.items():
-        age = today - day
-        if age < 0:
-            continue
-        for days in WINDOWS_DAYS:
-            if age < days:
-                counts[days] += day_count
-                units[days] += day_units
     values: Features = {}
     for days in WINDOWS_DAYS:
-        values[f"{base}_count_{days}d"] = counts[days]
-        values[f"{base}_amount_{days}d"] = units[days] / AMOUNT_SCALE
-    values[f"{base}_days_count"] = distinct_days
-    values[f"{base}_first_day_amount"] = first_day_units / AMOUNT_SCALE
+        count, units = daily.window(today, days)
+        values[f"{base}_count_{days}d"] = count
+        values[f"{base}_amount_{days}d"] = units / AMOUNT_SCALE
+    values[f"{base}_days_count"] = daily.distinct_days
+    values[f"{base}_first_day_amount"] = daily.first_day_units / AMOUNT_SCALE
     return values
 
 

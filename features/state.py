@@ -12,7 +12,8 @@ Semantics, by kind (all by event time, never arrival time):
 - FIRST_TIME / LAST_TIME: earliest / latest event time, to the second.
 - LATEST: the value of the event with the latest time (ties: the larger value).
 - DAILY: count and amount per UTC day for the last 90 days (windows are counted back
-  from the read time), the number of distinct purchase days and the first day's amount.
+  from the read time), the number of distinct purchase days and the first day's amount
+  (features.daily).
 - DECAYED: Σ contribution · 2^-(age / half-life), kept relative to a per-customer
   reference time. The one float aggregate: a different order changes at most the last
   bits (relative error ~1e-15), not the value.
@@ -37,11 +38,13 @@ from typing import Any
 import msgpack
 
 from features.config import SECONDS_PER_DAY, WINDOWS_DAYS, FeatureConfig
+from features.daily import DailyBuckets
 from features.events import Event
 from features.fold_compiler import compile_plans
 from features.registry import AMOUNT_SCALE, PRODUCTS, STORED, Kind, StoredFeature
 
-SCHEMA = 1
+#: The stored form's version; 1 kept the daily buckets as a map of [count, units] pairs.
+SCHEMA = 2
 DAILY_RETENTION_DAYS = max(WINDOWS_DAYS)
 #: Decayed sums grow as 2^(age/half-life) from their reference time; past this exponent
 #: the reference moves forward so that they stay far from float overflow.
@@ -90,16 +93,12 @@ def _empty_slot(feature: StoredFeature) -> Any:
     if feature.key is not None:
         return {}
     if feature.kind is Kind.DAILY:
-        return _empty_daily()
+        return DailyBuckets()
     if feature.kind is Kind.LATEST:
         return None
     if feature.kind is Kind.DECAYED:
         return 0.0
     return 0
-
-
-def _empty_daily() -> list[Any]:
-    return [0, None, 0, {}]  # distinct days, first day, first day's units, buckets
 
 
 class FeatureFold:
@@ -136,7 +135,7 @@ class FeatureFold:
         for index in self._keyed:
             slots[index] = {}
         for index in self._daily:
-            slots[index] = _empty_daily()
+            slots[index] = DailyBuckets()
         return CustomerState(0, 0, {}, slots)
 
     def apply(self, state: CustomerState, event: Event) -> Applied:
@@ -195,7 +194,7 @@ class FeatureFold:
         _drop_days_before(state.seen, oldest_ids_day)
         oldest_bucket = today - DAILY_RETENTION_DAYS + 1
         for index in self._daily:
-            _drop_days_before(state.slots[index][3], oldest_bucket)
+            state.slots[index].drop_before(oldest_bucket)
         state.prune_due = min(
             (today + 1) * SECONDS_PER_DAY, (oldest_ids_day + 1) * SECONDS_PER_DAY + lateness
         )
@@ -233,7 +232,7 @@ class FeatureFold:
         for index, feature in enumerate(self.stored):
             mine, theirs = into.slots[index], other.slots[index]
             if feature.kind is Kind.DAILY:
-                _merge_daily(mine, theirs)
+                mine.merge(theirs)
                 continue
             combine = _COMBINE[feature.kind]
             factor = 1.0
@@ -259,26 +258,29 @@ class FeatureFold:
     def encode(self, state: CustomerState) -> bytes:
         """The MessagePack form kept in Redis."""
         seen = {day: ids.tobytes() for day, ids in state.seen.items()}
-        return self._packer.pack([SCHEMA, state.watermark, state.decay_epoch, seen, *state.slots])
+        slots = state.slots.copy()
+        for index in self._daily:
+            slots[index] = slots[index].packed()
+        return self._packer.pack([SCHEMA, state.watermark, state.decay_epoch, seen, *slots])
 
     def decode(self, raw: bytes) -> CustomerState:
-        """A state from its stored form; refuses a form this code does not know.
+        """A state from its stored form (this one or schema 1, converted); refuses others.
 
-        Arrays are read as tuples (pairs and buckets are replaced, never changed in place:
-        the garbage collector stops tracking tuples of numbers); the daily slots, which
-        the fold changes in place, as lists.
+        Arrays are read as tuples: pairs are replaced, never changed in place, and the
+        garbage collector stops tracking tuples of numbers.
         """
         items = msgpack.unpackb(raw, strict_map_key=False, use_list=False)
-        if not isinstance(items, tuple) or not items or items[0] != SCHEMA:
-            version = items[0] if isinstance(items, tuple) and items else None
+        version = items[0] if isinstance(items, tuple) and items else None
+        if version not in (SCHEMA, 1):
             raise ValueError(f"stored customer state has schema {version!r}, expected {SCHEMA}")
         _, watermark, epoch, seen, *slots = items
         if len(slots) != len(self.stored):
             raise ValueError(
                 f"stored customer state has {len(slots)} features, this registry {len(self.stored)}"
             )
+        unpacked = DailyBuckets.unpacked if version == SCHEMA else _daily_from_schema_1
         for index in self._daily:
-            slots[index] = list(slots[index])
+            slots[index] = unpacked(slots[index])
         ids = {}
         for day, raw_ids in seen.items():
             ids[day] = array("Q")
@@ -286,24 +288,26 @@ class FeatureFold:
         return CustomerState(watermark, epoch, ids, slots)
 
 
+def _daily_from_schema_1(stored: tuple[Any, ...]) -> DailyBuckets:
+    """Daily buckets from schema 1's form: distinct days, first day, its units, and a map
+    of day → [count, units]."""
+    distinct_days, first_day, first_day_units, by_day = stored
+    daily = DailyBuckets()
+    for day, (count, units) in sorted(by_day.items()):
+        daily.add(day, units, count)
+    daily.distinct_days, daily.first_day, daily.first_day_units = (
+        distinct_days,
+        first_day,
+        first_day_units,
+    )
+    return daily
+
+
 def _drop_days_before(by_day: dict[int, Any], oldest: int) -> None:
     """Remove the entries of days before `oldest` (usually none: checked without a loop)."""
     if by_day and min(by_day) < oldest:
         for day in [day for day in by_day if day < oldest]:
             del by_day[day]
-
-
-def _merge_daily(mine: list[Any], theirs: list[Any]) -> None:
-    buckets = mine[3]
-    shared_days = sum(1 for day in theirs[3] if day in buckets)
-    for day, (count, units) in theirs[3].items():
-        bucket = buckets.get(day)
-        buckets[day] = (count, units) if bucket is None else (bucket[0] + count, bucket[1] + units)
-    mine[0] += theirs[0] - shared_days
-    if theirs[1] is not None and (mine[1] is None or theirs[1] < mine[1]):
-        mine[1], mine[2] = theirs[1], theirs[2]
-    elif theirs[1] is not None and theirs[1] == mine[1]:
-        mine[2] += theirs[2]
 
 
 def _add(current: Any, value: Any) -> Any:

@@ -7,6 +7,7 @@ import random
 from datetime import UTC, datetime
 from typing import Any
 
+import msgpack
 import pytest
 
 from features.config import SECONDS_PER_DAY, FeatureConfig
@@ -165,8 +166,8 @@ def test_pruning_after_each_event_leaves_nothing_a_full_prune_would_drop(latenes
         fully_pruned = late_fold.decode(late_fold.encode(state))  # decoded: prunes from scratch
         late_fold.prune(fully_pruned)
         assert late_fold.encode(state) == late_fold.encode(fully_pruned), n
-    buckets = state.slots[[f.kind for f in STORED].index(Kind.DAILY)][3]
-    assert min(buckets) == state.watermark // DAY - 89
+    daily = state.slots[[f.kind for f in STORED].index(Kind.DAILY)]
+    assert daily.days[0] == state.watermark // DAY - 89
     assert min(state.seen) == (state.watermark - lateness) // DAY
 
 
@@ -325,6 +326,18 @@ def test_encoding_round_trips_and_refuses_other_schemas() -> None:
     assert FOLD.encode(FOLD.decode(raw)) == raw
     with pytest.raises(ValueError, match="schema"):
         FOLD.decode(b"\x92\x07\x00")
+
+
+def test_states_stored_by_schema_1_are_read_with_the_same_features() -> None:
+    state = fold(random_stream(random.Random(4), 200))
+    items = list(msgpack.unpackb(FOLD.encode(state), strict_map_key=False))
+    daily_index = 4 + [f.kind for f in STORED].index(Kind.DAILY)
+    daily = state.slots[daily_index - 4]
+    by_day = dict(zip(daily.days, zip(daily.counts, daily.units, strict=True), strict=True))
+    assert by_day, "the stream buys on some days"
+    items[0] = 1  # schema 1 kept the buckets as a map of day to [count, units]
+    items[daily_index] = [daily.distinct_days, daily.first_day, daily.first_day_units, by_day]
+    assert FOLD.decode(msgpack.packb(items)) == state
 
 
 def test_half_lives_come_from_the_configuration() -> None:
