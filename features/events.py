@@ -125,6 +125,10 @@ BANK_INITIATED_TYPES = frozenset(
     }
 )
 MAX_SURVEY_SCORE = 10
+#: The largest `amount` of one event: the stored features keep amounts as exact integers
+#: of 1/10,000 units within 64 bits (features.registry.AMOUNT_SCALE), so a larger one could
+#: not be stored; no retail event comes near it.
+MAX_AMOUNT = 1e12
 #: The optional fields an event of each type must carry.
 _REQUIRED_FIELDS: dict[EventType, tuple[str, ...]] = {
     event_type: tuple(
@@ -173,9 +177,11 @@ class Event(BaseModel):
 
     @field_validator("amount")
     @classmethod
-    def _amount_not_negative(cls, amount: float | None) -> float | None:
+    def _amount_in_range(cls, amount: float | None) -> float | None:
         if amount is not None and amount < 0:
             raise ValueError("must be zero or positive (the event type gives the direction)")
+        if amount is not None and amount > MAX_AMOUNT:
+            raise ValueError(f"must be at most {MAX_AMOUNT:,.0f}")
         return amount
 
     @model_validator(mode="after")

@@ -58,6 +58,7 @@ def test_a_valid_event_is_accepted() -> None:
         pytest.param({"ts": "2026-01-05T09:30:00"}, "ts: ", "timezone", id="naive-ts"),
         pytest.param({"ts": "yesterday"}, "ts: ", "datetime", id="garbage-ts"),
         pytest.param({"amount": -0.01}, "amount: ", "zero or positive", id="negative-amount"),
+        pytest.param({"amount": 2e12}, "amount: ", "at most 1,000,000,000,000", id="huge-amount"),
         pytest.param({"amount": float("nan")}, "amount: ", "finite", id="nan-amount"),
         pytest.param({"amount": float("inf")}, "amount: ", "finite", id="inf-amount"),
         pytest.param({"amount": True}, "amount: ", "valid number", id="boolean-amount"),
