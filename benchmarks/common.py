@@ -36,6 +36,7 @@ from engine.redis_client import connect_redis
 from engine.settings import DEFAULT_CATALOG, Settings
 from engine.simulator import SimulatedBank
 from features.events import Event
+from features.redis_text import as_text
 from features.state import FeatureFold
 from features.store import RedisFeatureStore
 
@@ -60,6 +61,8 @@ KEY_PACKAGES = (
 )
 #: Events per store batch while a benchmark folds a history into the store.
 HISTORY_BATCH = 5_000
+#: Keys read or written per command while a history is kept and put back.
+SNAPSHOT_CHUNK = 1_000
 #: The packages whose code the benchmarks measure.
 ENGINE_PACKAGES = ("features", "models", "actions", "engine", "api")
 SIMULATION_START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday, as in the demo
@@ -489,6 +492,38 @@ async def fold_history(redis: Redis, settings: Settings, days: Iterable[list[Eve
         if number % 10 == 0:
             print(f"  history: {number} days folded, {folded:,} events", flush=True)
     return folded
+
+
+async def history_snapshot(
+    settings: Settings, customers: int, days: int
+) -> tuple[int, dict[str, bytes]]:
+    """Fold the simulated bank's first `days` days into the store at `settings`, whose key
+    prefix holds nothing yet.
+
+    Returns the events folded and the states they left, by key without
+    `settings.key_prefix`, for `restore_snapshot` to put back before each repeat: folding
+    months of history takes minutes, putting it back seconds.
+    """
+    redis = connect_redis(str(settings.redis_url))
+    try:
+        bank_days = simulated_days(simulated_bank(customers), FIRST_TRAFFIC_DAY, days)
+        folded = await fold_history(redis, settings, bank_days)
+        keys = [key async for key in redis.scan_iter(match=f"{settings.key_prefix}cust:*")]
+        states: dict[str, bytes] = {}
+        for start in range(0, len(keys), SNAPSHOT_CHUNK):
+            chunk = keys[start : start + SNAPSHOT_CHUNK]
+            for key, raw in zip(chunk, await redis.mget(chunk), strict=True):
+                states[as_text(key).removeprefix(settings.key_prefix)] = raw
+        return folded, states
+    finally:
+        await redis.aclose()
+
+
+async def restore_snapshot(redis: Redis, states: Mapping[str, bytes], key_prefix: str) -> None:
+    """Put a `history_snapshot`'s states back, under `key_prefix`."""
+    items = [(key_prefix + key, raw) for key, raw in states.items()]
+    for start in range(0, len(items), SNAPSHOT_CHUNK):
+        await redis.mset(dict(items[start : start + SNAPSHOT_CHUNK]))
 
 
 def batches(events: list[Event], size: int) -> list[list[Event]]:

@@ -26,8 +26,6 @@ import asyncio
 import statistics
 import time
 
-from redis.asyncio import Redis
-
 from benchmarks.common import (
     FIRST_TRAFFIC_DAY,
     Result,
@@ -36,13 +34,12 @@ from benchmarks.common import (
     batches,
     benchmark_main,
     flush,
-    fold_history,
     fresh_servers,
+    history_snapshot,
     isolated_settings,
     median_of,
+    restore_snapshot,
     server_version,
-    simulated_bank,
-    simulated_days,
     simulated_events,
 )
 from engine.redis_client import connect_redis
@@ -50,7 +47,6 @@ from engine.runtime import tune_garbage_collector
 from engine.settings import Settings
 from features.derived import FEATURES
 from features.events import Event, iter_customer_groups
-from features.redis_text import as_text
 from features.registry import STORED
 from features.state import FeatureFold
 from features.store import RedisFeatureStore
@@ -62,8 +58,6 @@ TARGET_EVENTS_PER_S = 50_000  # named by the benchmarks issue, for the full feat
 #: window, the daily buckets)
 FULL = (20_000, 200_000, 5, 90)
 QUICK = (10_000, 50_000, 3, 10)
-#: Keys read or written per command while the history is kept and put back.
-SNAPSHOT_CHUNK = 1_000
 
 _BASELINE_SCRIPT = """
 for i = 1, #KEYS do
@@ -88,7 +82,7 @@ def run(quick: bool = False) -> Result:
             f"{history_days} days of history, batches of {BATCH_SIZE}, {repeats} repeats",
             flush=True,
         )
-        history_events, history = asyncio.run(_history(settings, customers, history_days))
+        history_events, history = asyncio.run(history_snapshot(settings, customers, history_days))
         figures = median_of(
             repeats, lambda: asyncio.run(_one_repeat(settings, event_batches, history))
         )
@@ -136,32 +130,6 @@ def run(quick: bool = False) -> Result:
     )
 
 
-async def _history(settings: Settings, customers: int, days: int) -> tuple[int, dict[str, bytes]]:
-    """Fold the bank's first `days` days into the store; the events and the stored states."""
-    redis = connect_redis(str(settings.redis_url))
-    try:
-        await flush(redis)
-        bank_days = simulated_days(simulated_bank(customers), FIRST_TRAFFIC_DAY, days)
-        folded = await fold_history(redis, settings, bank_days)
-        keys = [key async for key in redis.scan_iter(match=f"{settings.key_prefix}cust:*")]
-        states: dict[str, bytes] = {}
-        for start in range(0, len(keys), SNAPSHOT_CHUNK):
-            chunk = keys[start : start + SNAPSHOT_CHUNK]
-            states |= {
-                as_text(key): raw for key, raw in zip(chunk, await redis.mget(chunk), strict=True)
-            }
-        return folded, states
-    finally:
-        await redis.aclose()
-
-
-async def _restore(redis: Redis, states: dict[str, bytes]) -> None:
-    """Put the history's stored states back (after a flush)."""
-    items = list(states.items())
-    for start in range(0, len(items), SNAPSHOT_CHUNK):
-        await redis.mset(dict(items[start : start + SNAPSHOT_CHUNK]))
-
-
 async def _one_repeat(
     settings: Settings, event_batches: list[list[Event]], history: dict[str, bytes]
 ) -> dict[str, float]:
@@ -180,7 +148,7 @@ async def _one_repeat(
         base_wall, base_client, base_server = await stopwatch.stop()
 
         await flush(redis)
-        await _restore(redis, history)
+        await restore_snapshot(redis, history, settings.key_prefix)
         fold = FeatureFold(settings.feature_config())
         store = RedisFeatureStore(
             redis, fold, key_prefix=settings.key_prefix, cached_states=settings.state_cache_size
@@ -195,7 +163,7 @@ async def _one_repeat(
         cache = store.state_cache
         return {
             "state_cache_hit_rate": cache.hits / max(1, cache.hits + cache.misses),
-            **_client_parts(store, event_batches, history),
+            **_client_parts(store, event_batches, history, settings.key_prefix),
             "store_events_per_s": count / wall,
             "baseline_events_per_s": count / base_wall,
             "store_client_cpu_us_per_event": client / count * 1e6,
@@ -208,15 +176,18 @@ async def _one_repeat(
 
 
 def _client_parts(
-    store: RedisFeatureStore, event_batches: list[list[Event]], history: dict[str, bytes]
+    store: RedisFeatureStore,
+    event_batches: list[list[Event]],
+    history: dict[str, bytes],
+    key_prefix: str,
 ) -> dict[str, float]:
     """The fold and the codec alone, in this process, on the same batches and history
-    (no Redis)."""
+    (no Redis; `history` by key without `key_prefix`)."""
     fold = store.fold
     encoded = {
         customer_id: history[key]
         for customer_id in {event.customer_id for batch in event_batches for event in batch}
-        if (key := store.state_key(customer_id)) in history
+        if (key := store.state_key(customer_id).removeprefix(key_prefix)) in history
     }
     fold_s = codec_s = 0.0
     decodes = 0

@@ -22,9 +22,11 @@ from benchmarks.common import (
     batches,
     fold_history,
     format_figure,
+    history_snapshot,
     machine_description,
     median_of,
     percentiles,
+    restore_snapshot,
     simulated_bank,
     simulated_days,
     simulated_events,
@@ -209,3 +211,19 @@ async def test_a_folded_history_is_in_the_store_as_the_stream_would_have_left_it
     folded_state = await redis.get(folded.state_key(customer))
     assert folded_state is not None
     assert folded_state == await redis.get(streamed.state_key(customer))
+
+
+async def test_a_history_snapshot_puts_the_states_back_under_another_prefix(
+    redis: Redis, settings: Settings
+) -> None:
+    days = list(simulated_days(simulated_bank(20), FIRST_TRAFFIC_DAY, 2))
+    folded, states = await history_snapshot(settings, customers=20, days=2)
+    assert folded == sum(len(day) for day in days)
+    unprefixed = RedisFeatureStore(redis, FeatureFold(settings.feature_config()))
+    customers = {event.customer_id for day in days for event in day}
+    assert set(states) == {unprefixed.state_key(customer) for customer in customers}
+    other = settings.key_prefix + "other:"
+    await restore_snapshot(redis, states, other)
+    for key, raw in states.items():
+        assert await redis.get(other + key) == raw
+        assert await redis.get(settings.key_prefix + key) == raw
