@@ -11,7 +11,10 @@ exactly as the API packs them), then drains the topic twice, one after the other
   `Settings.as_environment()`), timed from the first applied event to the last one by
   polling `IngestStats`, so the group join and start-up are left out (reported apart).
 
-Redis is flushed before each drain so both start from an empty store.
+The customers come with a history: the bank's first `history_days` days of traffic are
+folded into the store once, kept, and put back (under each side's key prefix) after the
+flush before each drain, so both start from the same months-old states, as at a bank's
+steady state; the published events are the days after it.
 
 Run: `python -m benchmarks.ingest_pipeline [--quick]`.
 """
@@ -19,6 +22,7 @@ Run: `python -m benchmarks.ingest_pipeline [--quick]`.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from redis.asyncio import Redis
 
 from benchmarks.common import (
+    FIRST_TRAFFIC_DAY,
     SESSION_TIMEOUT_S,
     BenchmarkError,
     Result,
@@ -37,9 +42,11 @@ from benchmarks.common import (
     ensure_running,
     flush,
     fresh_servers,
+    history_snapshot,
     isolated_settings,
     median_of,
     process_cpu_seconds,
+    restore_snapshot,
     server_cpu_seconds,
     server_version,
     simulated_events,
@@ -60,25 +67,31 @@ PARTITIONS = 8
 EVENTS_PER_PUBLISH = 2_000  # the demo's events per POST /v1/events
 TARGET_EVENTS_PER_S = 20_000  # named by the benchmarks issue, through Faust
 POLL_INTERVAL_S = 0.02
-#: (customers, events, repeats)
-FULL = (20_000, 200_000, 3)
-QUICK = (10_000, 30_000, 3)
+#: (customers, events, repeats, days of history folded in first: 90 fills the longest
+#: window, the daily buckets)
+FULL = (20_000, 200_000, 3, 90)
+QUICK = (10_000, 30_000, 3, 10)
 
 
 def run(quick: bool = False) -> Result:
     """Measure the worker and the in-process baseline; return the result (not yet written)."""
-    customers, count, repeats = QUICK if quick else FULL
-    events = simulated_events(customers, limit=count)
+    customers, count, repeats, history_days = QUICK if quick else FULL
+    events = simulated_events(customers, limit=count, first_day=FIRST_TRAFFIC_DAY + history_days)
     # the collector as in a worker; the in-process baseline holds the whole run's events,
     # which leave its view
     tune_garbage_collector()
     with fresh_servers() as services, tempfile.TemporaryDirectory(prefix="nba-bench-") as logs:
         print(
-            f"{NAME}: {len(events):,} events of {customers:,} customers, "
-            f"{PARTITIONS} partitions, {repeats} repeats",
+            f"{NAME}: {len(events):,} events of {customers:,} customers after {history_days} "
+            f"days of history, {PARTITIONS} partitions, {repeats} repeats",
             flush=True,
         )
-        figures = median_of(repeats, lambda: asyncio.run(_one_repeat(services, events, Path(logs))))
+        history_events, history = asyncio.run(
+            history_snapshot(isolated_settings(services), customers, history_days)
+        )
+        figures = median_of(
+            repeats, lambda: asyncio.run(_one_repeat(services, events, history, Path(logs)))
+        )
         valkey_version = asyncio.run(server_version(isolated_settings(services)))
     worker_rate = figures["worker_events_per_s"].median
     return Result(
@@ -90,6 +103,9 @@ def run(quick: bool = False) -> Result:
             "partitions": PARTITIONS,
             "events_per_publish_call": EVENTS_PER_PUBLISH,
             "repeats": repeats,
+            "history_days": history_days,
+            "history_events": history_events,
+            "history_state_bytes_mean": statistics.fmean(map(len, history.values())),
             "kafka_session_timeout_s": SESSION_TIMEOUT_S,
             "valkey_version": valkey_version,
         },
@@ -109,9 +125,10 @@ def run(quick: bool = False) -> Result:
 
 
 async def _one_repeat(
-    services: EmbeddedServices, events: list[Event], logs: Path
+    services: EmbeddedServices, events: list[Event], history: dict[str, bytes], logs: Path
 ) -> dict[str, float]:
-    """Publish to a fresh topic, drain it with the baseline, then with a worker process."""
+    """Publish to a fresh topic, drain it with the baseline, then with a worker process,
+    each from the history's states."""
     settings = isolated_settings(services, topic_partitions=PARTITIONS)
     await ensure_topics(settings)
     published = time.perf_counter()
@@ -120,8 +137,10 @@ async def _one_repeat(
     redis = connect_redis(str(settings.redis_url))
     try:
         await flush(redis)
+        await restore_snapshot(redis, history, _baseline_prefix(settings))
         baseline_rate = await _drain_in_process(settings, redis, len(events))
         await flush(redis)
+        await restore_snapshot(redis, history, settings.key_prefix)
         worker = await _drain_with_worker(settings, redis, len(events), logs)
     finally:
         await redis.aclose()
@@ -154,7 +173,7 @@ async def _publish(settings: Settings, events: list[Event]) -> int:
 
 async def _drain_in_process(settings: Settings, redis: Redis, count: int) -> float:
     """Events/s of the worker's per-message work in a plain aiokafka loop, first to last."""
-    prefix = f"{settings.key_prefix}base:"
+    prefix = _baseline_prefix(settings)
     store = RedisFeatureStore(
         redis,
         FeatureFold(settings.feature_config()),
@@ -223,6 +242,11 @@ async def _drain_with_worker(
         "cpu_share": worker_cpu / elapsed,
         "server_cpu_share": server_cpu / elapsed,
     }
+
+
+def _baseline_prefix(settings: Settings) -> str:
+    """The key prefix of the in-process baseline's store, apart from the worker's."""
+    return f"{settings.key_prefix}base:"
 
 
 def _drain_timeout(count: int) -> float:
