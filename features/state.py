@@ -295,11 +295,8 @@ def _daily_from_schema_1(stored: tuple[Any, ...]) -> DailyBuckets:
     daily = DailyBuckets()
     for day, (count, units) in sorted(by_day.items()):
         daily.add(day, units, count)
-    daily.distinct_days, daily.first_day, daily.first_day_units = (
-        distinct_days,
-        first_day,
-        first_day_units,
-    )
+    daily.distinct_days = distinct_days  # the history's, beyond the buckets kept
+    daily.first_day, daily.first_day_units = first_day, first_day_units
     return daily
 
 
