@@ -4,9 +4,10 @@ A customer who buys most days has ~90 buckets. As a dict of (count, units) tuple
 were half of the state's bytes and most of its encoding time: MessagePack walked 90
 keys and 90 tuples per encode. As arrays — the days in ascending order, the counts and
 the amounts (in 1/AMOUNT_SCALE units) at the same positions — the stored form is three
-byte strings, copied rather than walked, and no smaller or larger than before (~7 B a
-bucket). Each array starts with the narrowest item type and is widened, for good, the
-first time a value does not fit: exact for any count or amount up to 2^64 - 1.
+byte strings, copied rather than walked, and smaller than before (1,006 against 1,188 B
+for a 90-day state of the simulated bank). Each array starts with the narrowest item type
+and is widened, for good, the first time a value does not fit: exact for any count or
+amount up to 2^64 - 1.
 
 The bytes are in the machine's byte order, as the event ids beside them
 (features.state): a store is read and written by machines of one byte order.
