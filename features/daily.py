@@ -99,11 +99,17 @@ class DailyBuckets:
         if days and days[-1] == day:  # the usual case: another event of the latest day
             self._add_at(len(days) - 1, count, units)
         else:
-            position = len(days) if not days or day > days[-1] else bisect_left(days, day)
-            if position < len(days) and days[position] == day:
-                self._add_at(position, count, units)
-            else:
-                self._insert(position, day, count, units)
+            self._add_to_day(day, count, units)
+        self._note_first_day(day, units)
+
+    def _add_to_day(self, day: int, count: int, units: int) -> None:
+        position = bisect_left(self.days, day)
+        if position < len(self.days) and self.days[position] == day:
+            self._add_at(position, count, units)
+        else:
+            self._insert(position, day, count, units)
+
+    def _note_first_day(self, day: int, units: int) -> None:
         if self.first_day is None or day < self.first_day:
             self.first_day, self.first_day_units = day, units
         elif day == self.first_day:
@@ -126,18 +132,10 @@ class DailyBuckets:
         `other`'s history remembers (already dropped) cannot be told apart and add up.
         """
         for day, count, units in zip(other.days, other.counts, other.units, strict=True):
-            position = bisect_left(self.days, day)
-            if position < len(self.days) and self.days[position] == day:
-                self._add_at(position, count, units)
-            else:
-                self._insert(position, day, count, units)
+            self._add_to_day(day, count, units)
         self.distinct_days += other.distinct_days - len(other.days)
-        if other.first_day is None:
-            return
-        if self.first_day is None or other.first_day < self.first_day:
-            self.first_day, self.first_day_units = other.first_day, other.first_day_units
-        elif other.first_day == self.first_day:
-            self.first_day_units += other.first_day_units
+        if other.first_day is not None:
+            self._note_first_day(other.first_day, other.first_day_units)
 
     def drop_before(self, oldest: int) -> None:
         """Forget the buckets of days before `oldest` (the history's totals stay)."""
