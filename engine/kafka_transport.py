@@ -15,10 +15,8 @@ import aiokafka
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 #: How long a fetch may wait at the broker for data: the worst added delay per message
-#: when the broker holds fetches; ~100 empty fetches per second while idle. 50 ms gave
-#: a p99 ~10-15 ms higher at 10,000 events/s (benchmarks.freshness: the load comes in
-#: bursts, and an event arriving between them waited for the parked fetch).
-FETCH_MAX_WAIT_MS = 10
+#: when the broker holds fetches; ~20 empty fetches per second while idle.
+FETCH_MAX_WAIT_MS = 50
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
