@@ -22,6 +22,7 @@ from rich.table import Table
 
 from benchmarks import (
     decision_latency,
+    embedded_broker,
     feature_serving,
     freshness,
     ingest_pipeline,
@@ -37,7 +38,7 @@ from benchmarks.readme import README, update_readme
 from benchmarks.report import BENCH_EXTRA_HINT, write_report
 
 #: In the order they run: the store alone, the whole stream, decisions, memory, models,
-#: the peers, then the simulator itself.
+#: the peers, then the simulator and the embedded broker themselves.
 BENCHMARKS: dict[str, ModuleType] = {
     module.NAME: module
     for module in (
@@ -50,6 +51,7 @@ BENCHMARKS: dict[str, ModuleType] = {
         learning_quality,
         feature_serving,
         simulator_scale,
+        embedded_broker,
     )
 }
 CHANGED_SOURCES = (
