@@ -1,12 +1,16 @@
 """Freshness: event produced → feature visible to `GET /v1/customers/{id}`, under load.
 
-One real `nba worker` and one real `nba api` process run on fresh embedded servers for the
-whole run. First, the simulated bank's first `history_days` days are folded straight into
-the store (no Kafka): a bank's customers come with months of history, and the worker's
-CPU per event grows with it (bigger states to encode and write). Without it the states
-grew from ~425 to ~640 B over the three repeats of a full run, and every repeat had a
-higher p99 than the one before. Each repeat then has three phases, each starting once the
-worker has caught up:
+Real `nba worker` and `nba api` processes run on fresh embedded servers. First, the
+simulated bank's first `history_days` days are folded straight into the store (no Kafka):
+a bank's customers come with months of history, and the worker's CPU per event grows with
+it (bigger states to encode and write). Without it the states grew from ~425 to ~640 B
+over the three repeats of a full run, and every repeat had a higher p99 than the one
+before. Each repeat then starts its own embedded broker, worker and API over that store:
+the embedded broker's CPU per fetch grows with every record batch it holds
+(`benchmarks.embedded_broker`), so with one broker for the whole run each repeat paid for
+the batches of the ones before (its CPU share 11, 19 and 32% at 10,000 events/s, the
+third repeat's p99 the worst), a cost a Kafka deployment does not have. A repeat has three
+phases, each starting once the worker has caught up:
 
 - floor (the baseline): probes only, no background load;
 - the simulated bank's events as background load at LOW_RATE events/s (a second point);
@@ -46,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import math
 import tempfile
 import time
@@ -82,7 +87,7 @@ from benchmarks.common import (
     simulated_bank,
     simulated_days,
 )
-from engine.embedded import free_port
+from engine.embedded import EmbeddedServices, free_port
 from engine.redis_client import connect_redis
 from engine.settings import Settings
 from engine.simulator import SimulatedBank
@@ -418,7 +423,9 @@ class Rig:
     stats: IngestStats
     book: ProbeBook
     clients: list[KeepAliveClient]
-    produced: int = 0  # events handed to the producer, background and probes
+    #: Events produced: by this rig (background and probes), plus those the workers of
+    #: earlier repeats had processed when it opened (the store's counters are the run's).
+    produced: int
 
     @classmethod
     async def open(cls, settings: Settings, worker: Child, api: Child, broker_pid: int) -> Rig:
@@ -429,6 +436,7 @@ class Rig:
         )  # as api/services.py configures it
         await producer.start()
         customers = [f"probe-{number:02d}" for number in range(PROBE_CUSTOMERS)]
+        stats = IngestStats(redis, key_prefix=settings.key_prefix)
         return cls(
             settings=settings,
             worker=worker,
@@ -437,9 +445,10 @@ class Rig:
             redis=redis,
             producer=producer,
             publisher=EventPublisher(producer, settings.events_topic),
-            stats=IngestStats(redis, key_prefix=settings.key_prefix),
+            stats=stats,
             book=ProbeBook(customers),
             clients=[KeepAliveClient(settings.api_host, settings.api_port) for _ in customers],
+            produced=(await stats.read()).processed,
         )
 
     async def wait_for_api(self) -> None:
@@ -655,43 +664,60 @@ def run(quick: bool = False) -> Result:
     """Measure the floor and the two loaded phases; return the result (not yet written)."""
     plan = QUICK if quick else FULL
     source = BackgroundSource(simulated_bank(CUSTOMERS))
-    with fresh_servers() as services, tempfile.TemporaryDirectory(prefix="nba-bench-") as logs:
+    with (
+        fresh_servers(kafka=False) as services,
+        tempfile.TemporaryDirectory(prefix="nba-bench-") as logs,
+        asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
+    ):
         settings = isolated_settings(services, api_port=free_port())
-        asyncio.run(ensure_topics(settings))
-        history_events = asyncio.run(_fold_history(settings, source, plan.history_days))
+        history_events = runner.run(_fold_history(settings, source, plan.history_days))
         print(
             f"{NAME}: background {LOW_RATE:,} and {HIGH_RATE:,} events/s of {CUSTOMERS:,} "
-            f"customers, a probe every {PROBE_INTERVAL_S * 1000:.0f} ms, {plan.repeats} repeats",
+            f"customers, a probe every {PROBE_INTERVAL_S * 1000:.0f} ms, {plan.repeats} "
+            "repeats, each with its own broker, worker and API",
             flush=True,
         )
-        worker_log, api_log = Path(logs) / "worker.log", Path(logs) / "api.log"
+        repeats = itertools.count(1)
+
+        def one_repeat() -> dict[str, float]:
+            low = source.take(int(LOW_RATE * (plan.low_s + plan.tail_s)))
+            high = source.take(int(HIGH_RATE * (plan.high_s + plan.tail_s)))
+            logs_dir = Path(logs) / f"repeat-{next(repeats)}"
+            logs_dir.mkdir()
+            with _engine(runner, settings, logs_dir) as rig:
+                gc.collect()
+                gc.freeze()  # no full collection over these events inside a phase
+                try:
+                    return runner.run(_one_repeat(rig, plan, low, high))
+                finally:
+                    gc.unfreeze()
+
+        figures = median_of(plan.repeats, one_repeat)
+        valkey_version = runner.run(server_version(settings))
+    return _result(plan, quick, figures, valkey_version, history_events)
+
+
+@contextlib.contextmanager
+def _engine(runner: asyncio.Runner, settings: Settings, logs_dir: Path) -> Iterator[Rig]:
+    """A fresh embedded broker with a worker and an API on it (and on `settings`' Redis),
+    ready: the worker has joined and the API reads the store."""
+    with EmbeddedServices(redis=False, kafka=True) as broker:
+        assert broker.kafka is not None
+        assert broker.kafka.pid is not None
+        on_broker = settings.model_copy(update={"kafka_bootstrap": broker.kafka.bootstrap})
+        runner.run(ensure_topics(on_broker))
+        worker_log, api_log = logs_dir / "worker.log", logs_dir / "api.log"
         with (
-            engine_process("worker", settings, worker_log) as worker,
-            engine_process("api", settings, api_log) as api,
-            asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
+            engine_process("worker", on_broker, worker_log) as worker,
+            engine_process("api", on_broker, api_log) as api,
         ):
-            assert services.kafka is not None
-            assert services.kafka.pid is not None
             children = Child(worker, worker_log), Child(api, api_log)
-            rig = runner.run(Rig.open(settings, *children, services.kafka.pid))
+            rig = runner.run(Rig.open(on_broker, *children, broker.kafka.pid))
             try:
                 runner.run(_warm_up(rig))
-
-                def one_repeat() -> dict[str, float]:
-                    low = source.take(int(LOW_RATE * (plan.low_s + plan.tail_s)))
-                    high = source.take(int(HIGH_RATE * (plan.high_s + plan.tail_s)))
-                    gc.collect()
-                    gc.freeze()  # no full collection over these events inside a phase
-                    try:
-                        return runner.run(_one_repeat(rig, plan, low, high))
-                    finally:
-                        gc.unfreeze()
-
-                figures = median_of(plan.repeats, one_repeat)
+                yield rig
             finally:
                 runner.run(rig.close())
-        valkey_version = asyncio.run(server_version(settings))
-    return _result(plan, quick, figures, valkey_version, history_events)
 
 
 def _result(
