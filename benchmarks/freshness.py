@@ -428,14 +428,18 @@ class Rig:
     produced: int
 
     @classmethod
-    async def open(cls, settings: Settings, worker: Child, api: Child, broker_pid: int) -> Rig:
-        """Connect to Redis and Kafka; the API is connected to on the first request."""
+    async def open(
+        cls, settings: Settings, worker: Child, api: Child, broker_pid: int, book: ProbeBook
+    ) -> Rig:
+        """Connect to Redis and Kafka; the API is connected to on the first request.
+
+        `book` is the run's: the probe customers' event counts carry over between repeats.
+        """
         redis = connect_redis(str(settings.redis_url))
         producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=2
         )  # as api/services.py configures it
         await producer.start()
-        customers = [f"probe-{number:02d}" for number in range(PROBE_CUSTOMERS)]
         stats = IngestStats(redis, key_prefix=settings.key_prefix)
         return cls(
             settings=settings,
@@ -446,8 +450,10 @@ class Rig:
             producer=producer,
             publisher=EventPublisher(producer, settings.events_topic),
             stats=stats,
-            book=ProbeBook(customers),
-            clients=[KeepAliveClient(settings.api_host, settings.api_port) for _ in customers],
+            book=book,
+            clients=[
+                KeepAliveClient(settings.api_host, settings.api_port) for _ in range(book.size)
+            ],
             produced=(await stats.read()).processed,
         )
 
@@ -678,13 +684,14 @@ def run(quick: bool = False) -> Result:
             flush=True,
         )
         repeats = itertools.count(1)
+        book = ProbeBook([f"probe-{number:02d}" for number in range(PROBE_CUSTOMERS)])
 
         def one_repeat() -> dict[str, float]:
             low = source.take(int(LOW_RATE * (plan.low_s + plan.tail_s)))
             high = source.take(int(HIGH_RATE * (plan.high_s + plan.tail_s)))
             logs_dir = Path(logs) / f"repeat-{next(repeats)}"
             logs_dir.mkdir()
-            with _engine(runner, settings, logs_dir) as rig:
+            with _engine(runner, settings, logs_dir, book) as rig:
                 gc.collect()
                 gc.freeze()  # no full collection over these events inside a phase
                 try:
@@ -698,7 +705,9 @@ def run(quick: bool = False) -> Result:
 
 
 @contextlib.contextmanager
-def _engine(runner: asyncio.Runner, settings: Settings, logs_dir: Path) -> Iterator[Rig]:
+def _engine(
+    runner: asyncio.Runner, settings: Settings, logs_dir: Path, book: ProbeBook
+) -> Iterator[Rig]:
     """A fresh embedded broker with a worker and an API on it (and on `settings`' Redis),
     ready: the worker has joined and the API reads the store."""
     with EmbeddedServices(redis=False, kafka=True) as broker:
@@ -712,7 +721,7 @@ def _engine(runner: asyncio.Runner, settings: Settings, logs_dir: Path) -> Itera
             engine_process("api", on_broker, api_log) as api,
         ):
             children = Child(worker, worker_log), Child(api, api_log)
-            rig = runner.run(Rig.open(on_broker, *children, broker.kafka.pid))
+            rig = runner.run(Rig.open(on_broker, *children, broker.kafka.pid, book))
             try:
                 runner.run(_warm_up(rig))
                 yield rig
