@@ -5,17 +5,18 @@ as it runs, and a fetch that returns data lists every batch object of the partit
 find the one at the requested offset (Tansu's `dynostore` storage: its `fetch` lists
 `…/partitions/<p>/records/`; `delete_records` is not implemented and no retention runs).
 So its CPU per fetch grows with the batches produced to the partition since it started,
-and its memory with their bytes: this is why the broker's CPU grows through the
-`freshness` benchmark, and why the embedded default suits development and tests, not a
-long-running deployment (a Kafka broker finds an offset through its index).
+and its memory with their bytes: this is why the broker's CPU grew through a `freshness`
+run while one broker served all its repeats, and why the embedded default suits
+development and tests, not a long-running deployment (a Kafka broker finds an offset
+through its index).
 
 One round: a record of RECORD_BYTES produced (`acks="all"`, sent alone) and then fetched
 by a consumer waiting at the end of the partition, as the worker waits for new events.
-Subject: the broker's CPU time per round on a partition already holding STORED batches
-of one record each. Baseline, in the same run: the same on a new partition of the same
-broker, measured right after (the cost is per partition, not per broker). Also reported:
-the same at half as many batches stored, the round's wall time, and the broker's resident
-memory per stored batch. Each repeat runs its own broker.
+Subject: the broker's CPU time per round on a partition already holding 20,000 batches
+of one record each (4,000 with --quick). Baseline, in the same run: the same on a new
+partition of the same broker, measured right after (the cost is per partition, not per
+broker). Also reported: the same at half as many batches stored, the round's wall time,
+and the broker's resident memory per stored batch. Each repeat runs its own broker.
 
 Run: `python -m benchmarks.embedded_broker [--quick]`.
 """
