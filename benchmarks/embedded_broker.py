@@ -53,7 +53,7 @@ def run(quick: bool = False) -> Result:
         flush=True,
     )
     figures = median_of(repeats, lambda: _one_repeat(stored))
-    growth = figures["filled_broker_cpu_us_per_round"].median
+    filled = figures["filled_broker_cpu_us_per_round"].median
     fresh = figures["fresh_broker_cpu_us_per_round"].median
     return Result(
         name=NAME,
@@ -73,7 +73,7 @@ def run(quick: bool = False) -> Result:
             f"subject: one record produced and fetched on a partition holding {stored:,} "
             "one-record batches; baseline: the same on a new partition of the same broker, "
             "measured right after; both the broker's CPU time (/proc) per round",
-            f"{(growth - fresh) / stored:.2f} µs of broker CPU per round for each batch "
+            f"{(filled - fresh) / stored:.2f} µs of broker CPU per round for each batch "
             "the partition holds: a fetch lists every stored batch (Tansu's memory "
             "storage), and nothing is ever deleted while the broker runs",
         ],
