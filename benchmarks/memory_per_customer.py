@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-import msgpack
+import msgspec
 from redis.asyncio import Redis
 
 from benchmarks.common import (
@@ -218,8 +218,8 @@ def _part_shares(fold: FeatureFold, states: dict[str, CustomerState]) -> dict[st
     total = seen = daily = 0
     for state in states.values():
         total += len(fold.encode(state))
-        seen += len(msgpack.packb({day: ids.tobytes() for day, ids in state.seen.items()}))
-        daily += len(msgpack.packb(state.slots[daily_index].packed()))
+        seen += len(msgspec.msgpack.encode({day: ids.tobytes() for day, ids in state.seen.items()}))
+        daily += len(msgspec.msgpack.encode(state.slots[daily_index].packed()))
     return {"seen": seen / total, "daily": daily / total}
 
 

@@ -7,7 +7,7 @@ import random
 from datetime import UTC, datetime
 from typing import Any
 
-import msgpack
+import msgspec
 import pytest
 
 from features.config import SECONDS_PER_DAY, FeatureConfig
@@ -328,16 +328,30 @@ def test_encoding_round_trips_and_refuses_other_schemas() -> None:
         FOLD.decode(b"\x92\x07\x00")
 
 
+def test_a_stored_state_of_the_wrong_shape_is_refused_with_where_it_differs() -> None:
+    items = msgspec.msgpack.decode(FOLD.encode(fold(random_stream(random.Random(5), 40))))
+    with pytest.raises(
+        ValueError, match=f"{len(STORED) + 1} features, this registry {len(STORED)}"
+    ):
+        FOLD.decode(msgspec.msgpack.encode([*items, 0]))
+    count_index = 4 + [f.name for f in STORED].index("event_count")
+    items[count_index] = "forty"
+    with pytest.raises(
+        ValueError, match=rf"malformed: Expected `int`, got `str` - at `\$\[{count_index}\]`"
+    ):
+        FOLD.decode(msgspec.msgpack.encode(items))
+
+
 def test_states_stored_by_schema_1_are_read_with_the_same_features() -> None:
     state = fold(random_stream(random.Random(4), 200))
-    items = list(msgpack.unpackb(FOLD.encode(state), strict_map_key=False))
+    items = msgspec.msgpack.decode(FOLD.encode(state))
     daily_index = 4 + [f.kind for f in STORED].index(Kind.DAILY)
     daily = state.slots[daily_index - 4]
     by_day = dict(zip(daily.days, zip(daily.counts, daily.units, strict=True), strict=True))
     assert by_day, "the stream buys on some days"
     items[0] = 1  # schema 1 kept the buckets as a map of day to [count, units]
     items[daily_index] = [daily.distinct_days, daily.first_day, daily.first_day_units, by_day]
-    assert FOLD.decode(msgpack.packb(items)) == state
+    assert FOLD.decode(msgspec.msgpack.encode(items)) == state
 
 
 def test_half_lives_come_from_the_configuration() -> None:
