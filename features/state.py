@@ -334,7 +334,12 @@ class FeatureFold:
             )
         if version == SCHEMA:
             raise ValueError(f"stored customer state is malformed: {not_this_schema}")
-        return self._schema_1_decoder.decode(raw)
+        try:
+            return self._schema_1_decoder.decode(raw)
+        except msgspec.ValidationError as malformed:
+            raise ValueError(
+                f"stored customer state (schema 1) is malformed: {malformed}"
+            ) from None
 
 
 def _daily_from_schema_1(stored: tuple[Any, ...]) -> DailyBuckets:

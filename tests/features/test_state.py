@@ -340,6 +340,9 @@ def test_a_stored_state_of_the_wrong_shape_is_refused_with_where_it_differs() ->
         ValueError, match=rf"malformed: Expected `int`, got `str` - at `\$\[{count_index}\]`"
     ):
         FOLD.decode(msgspec.msgpack.encode(items))
+    items[0] = 1
+    with pytest.raises(ValueError, match=r"\(schema 1\) is malformed: Expected `int`, got `str`"):
+        FOLD.decode(msgspec.msgpack.encode(items))
 
 
 def test_states_stored_by_schema_1_are_read_with_the_same_features() -> None:
