@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal
@@ -80,6 +80,19 @@ class CustomerState:
     seen: dict[int, array]
     slots: list[Any]
     prune_due: int = field(default=0, compare=False)
+
+
+@dataclass(slots=True)
+class PartialState:
+    """Some slots of a stored state (slot index → value) and its times, read by `SlotReader`.
+
+    Indexing a slot that was not read raises KeyError, so a reader cannot mistake one for
+    a default.
+    """
+
+    watermark: int
+    decay_epoch: int
+    slots: Mapping[int, Any]
 
 
 def event_digest(event_id: str) -> int:
@@ -247,7 +260,7 @@ class FeatureFold:
                 state.slots[index] = slot * factor
         state.decay_epoch = epoch
 
-    def decay_factor(self, state: CustomerState, index: int, now: float) -> float:
+    def decay_factor(self, state: CustomerState | PartialState, index: int, now: float) -> float:
         """What a stored decayed sum is multiplied by to give its value at `now`."""
         return 2.0 ** ((state.decay_epoch - now) * self._inverse_half_lives[index])
 
@@ -340,6 +353,48 @@ class FeatureFold:
             raise ValueError(
                 f"stored customer state (schema 1) is malformed: {malformed}"
             ) from None
+
+
+class SlotReader:
+    """Reads a few slots of stored states without decoding the rest.
+
+    Why: the base walk (features.tiers) reads four features of every customer, ~2,000
+    states a second on the worker that walks; decoding whole states, a walk's read took
+    ~5.5 µs per state (30 days of history), with this ~2.4: the slots after the last one
+    chosen are skipped without building anything, those before it kept as undecoded
+    bytes. Both schemas are read: they differ only in DAILY slots, which cannot be chosen.
+    """
+
+    def __init__(self, stored: tuple[StoredFeature, ...], indices: Iterable[int]) -> None:
+        chosen = sorted(set(indices))
+        if not chosen:
+            raise ValueError("choose at least one slot to read")
+        for index in chosen:
+            if stored[index].kind is Kind.DAILY:
+                raise ValueError(f"{stored[index].name}: DAILY slots cannot be read alone")
+        fields: list[tuple[str, Any]] = [
+            ("version", Literal[1, SCHEMA]),
+            ("watermark", int),
+            ("decay_epoch", int),
+            ("seen", msgspec.Raw),
+        ]
+        fields += [
+            (f"slot_{index}", _stored_type(stored[index], None) if index in chosen else msgspec.Raw)
+            for index in range(chosen[-1] + 1)
+        ]
+        # array-like: a stored state is an array; its items past these fields are skipped
+        prefix = msgspec.defstruct("StoredPrefix", fields, array_like=True)
+        self._decoder = msgspec.msgpack.Decoder(prefix)
+        self._fields = [(index, f"slot_{index}") for index in chosen]
+
+    def read(self, raw: bytes) -> PartialState:
+        """The chosen slots of one stored state; ValueError if it is not a state of ours."""
+        try:
+            prefix = self._decoder.decode(raw)
+        except msgspec.ValidationError as malformed:
+            raise ValueError(f"stored customer state is malformed: {malformed}") from None
+        slots = {index: getattr(prefix, name) for index, name in self._fields}
+        return PartialState(prefix.watermark, prefix.decay_epoch, slots)
 
 
 def _daily_from_schema_1(stored: tuple[Any, ...]) -> DailyBuckets:

@@ -26,11 +26,12 @@ from redis.exceptions import RedisError
 
 from features.config import SECONDS_PER_DAY
 from features.registry import AMOUNT_SCALE, STORED, STORED_BY_NAME
-from features.state import CustomerState, FeatureFold
+from features.state import CustomerState, FeatureFold, PartialState, SlotReader
 
 DIMENSIONS = {"r": "purchase_recency_days", "f": "txn_decayed_count", "m": "txn_decayed_amount"}
 QUINTILES = 5
-_TXN_COUNT, _TXN_LAST, _TXN_FREQUENCY, _TXN_VALUE = (
+#: The slots an RFM row is read from: lifetime purchases, last purchase, decayed F and M.
+RFM_SLOTS = _TXN_COUNT, _TXN_LAST, _TXN_FREQUENCY, _TXN_VALUE = tuple(
     STORED.index(STORED_BY_NAME[name])
     for name in ("txn_count", "txn_last_ts", "txn_decayed_count", "txn_decayed_amount")
 )
@@ -68,6 +69,7 @@ class BaseWalker:
         self._sample_size = sample_size
         self._keys_per_step = keys_per_step
         self._random = random.Random(seed)
+        self._reader = SlotReader(fold.stored, RFM_SLOTS)
         self._pass: _Pass | None = None
 
     @property
@@ -107,7 +109,7 @@ class BaseWalker:
         return edges
 
     def _observe(self, walk: _Pass, raw: bytes, now: float) -> None:
-        row = rfm_values(self._fold, self._fold.decode(raw), now)
+        row = rfm_values(self._fold, self._reader.read(raw), now)
         if row is None:
             return
         walk.seen += 1
@@ -120,10 +122,11 @@ class BaseWalker:
 
 
 def rfm_values(
-    fold: FeatureFold, state: CustomerState, now: float
+    fold: FeatureFold, state: CustomerState | PartialState, now: float
 ) -> tuple[float, float, float] | None:
     """(days since the last purchase, decayed frequency, decayed value) as of `now`, read
-    straight from the slots (a full read costs ten times more); None without a purchase."""
+    straight from the `RFM_SLOTS` (a full read costs ten times more); None without a
+    purchase."""
     slots = state.slots
     if not slots[_TXN_COUNT]:
         return None

@@ -14,7 +14,7 @@ from features.config import SECONDS_PER_DAY, FeatureConfig
 from features.events import Event
 from features.reading import contact_history, read_features
 from features.registry import STORED, Kind
-from features.state import Applied, CustomerState, FeatureFold
+from features.state import Applied, CustomerState, FeatureFold, SlotReader
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC).timestamp()  # a Monday, midday
 DAY = SECONDS_PER_DAY
@@ -355,6 +355,35 @@ def test_states_stored_by_schema_1_are_read_with_the_same_features() -> None:
     items[0] = 1  # schema 1 kept the buckets as a map of day to [count, units]
     items[daily_index] = [daily.distinct_days, daily.first_day, daily.first_day_units, by_day]
     assert FOLD.decode(msgspec.msgpack.encode(items)) == state
+
+
+def test_a_slot_reader_reads_its_slots_as_the_full_decode_does_in_both_schemas() -> None:
+    state = fold(random_stream(random.Random(6), 300))
+    chosen = [i for i, f in enumerate(STORED) if f.kind is not Kind.DAILY][::3]
+    assert max(chosen) > [f.kind for f in STORED].index(Kind.DAILY), "skips a daily slot"
+    reader = SlotReader(STORED, chosen)
+    items = msgspec.msgpack.decode(FOLD.encode(state))
+    items_1 = [1, *items[1:]]  # the chosen slots are stored alike by schema 1
+    for raw in (FOLD.encode(state), msgspec.msgpack.encode(items_1)):
+        partial = reader.read(raw)
+        assert partial.slots == {i: state.slots[i] for i in chosen}
+        assert (partial.watermark, partial.decay_epoch) == (state.watermark, state.decay_epoch)
+    with pytest.raises(KeyError):
+        partial.slots[chosen[0] + 1]
+
+
+def test_a_slot_reader_refuses_daily_slots_and_malformed_states() -> None:
+    daily = [f.kind for f in STORED].index(Kind.DAILY)
+    with pytest.raises(ValueError, match="DAILY slots cannot be read alone"):
+        SlotReader(STORED, [0, daily])
+    with pytest.raises(ValueError, match="at least one slot"):
+        SlotReader(STORED, [])
+    items = msgspec.msgpack.decode(FOLD.encode(fold(random_stream(random.Random(7), 40))))
+    items[4] = "forty"  # event_count, the first slot
+    with pytest.raises(ValueError, match=r"malformed: Expected `int`, got `str` - at `\$\[4\]`"):
+        SlotReader(STORED, [0]).read(msgspec.msgpack.encode(items))
+    with pytest.raises(ValueError, match="malformed"):
+        SlotReader(STORED, [0]).read(msgspec.msgpack.encode([3, *items[1:]]))
 
 
 def test_half_lives_come_from_the_configuration() -> None:
