@@ -8,9 +8,10 @@ touches, written out from the declarations — `source_for(...)` shows it. Nothi
 writes reaches this code: names come from the registry and values from `repr`.
 
 A compiled function is called as `apply(slots, ts, units, key_channel, key_product,
-key_action, attrs, event, age)`, `age` being the event's time past the state's decay
-reference (seconds); it weighs the event by 2^(age / half-life) once per decay group it
-touches, the half-lives being written into the source.
+key_action, attrs, age)`, `age` being the event's time past the state's decay reference
+(seconds); it weighs the event by 2^(age / half-life) once per distinct half-life among
+the decayed features it touches, the half-lives being written into the source. A
+feature's `where` condition is written into the fold of the one event type it concerns.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from features.events import Channel, EventType
 from features.registry import Key, Kind, StoredFeature, Value
 
 ApplyFunction = Callable[..., None]
-_PARAMETERS = "slots, ts, units, channel, product, action, attrs, event, age"
+_PARAMETERS = "slots, ts, units, channel, product, action, attrs, age"
 _KEY_VARIABLE = {Key.CHANNEL: "channel", Key.PRODUCT: "product", Key.ACTION: "action"}
 
 
@@ -34,10 +35,6 @@ def attribute_number(value: Any) -> float | int | None:
     return value if isinstance(value, int | float) else None
 
 
-def _weight_variable(decay_group: str) -> str:
-    return f"weight_{decay_group}"
-
-
 def _value_expression(feature: StoredFeature) -> str:
     if feature.value is Value.ONE:
         return "1"
@@ -46,11 +43,12 @@ def _value_expression(feature: StoredFeature) -> str:
     return "value"
 
 
-def _statements(index: int, feature: StoredFeature) -> list[str]:
-    """The statements folding an event into one feature's slot `slots[index]`."""
+def _statements(index: int, feature: StoredFeature, weight: str | None) -> list[str]:
+    """The statements folding an event into one feature's slot `slots[index]`; `weight`
+    names the variable holding a decayed feature's weight."""
     value = _value_expression(feature)
     if feature.kind is Kind.DECAYED:
-        value = f"{value} * {_weight_variable(feature.decay or '')}"
+        value = f"{value} * {weight}"
     slot = f"slots[{index}]"
     if feature.kind is Kind.DAILY:
         return [f"{slot}.add(ts // {SECONDS_PER_DAY}, {value})"]
@@ -84,11 +82,13 @@ def _statements(index: int, feature: StoredFeature) -> list[str]:
     return [f"values = {slot}", *keyed]
 
 
-def _guards(feature: StoredFeature, index: int) -> list[str]:
-    """Conditions under which the feature's statements run (all must hold)."""
+def _guards(feature: StoredFeature, index: int, event_type: EventType) -> list[str]:
+    """Conditions under which the feature's statements run for events of `event_type` (all
+    must hold)."""
     guards = []
-    if feature.where is not None:
-        guards.append(f"where_{index}(event)")
+    where = feature.where
+    if where is not None and where.event_type is event_type:
+        guards.append(f"attrs.get({where.attr!r}) {'!=' if where.negate else '=='} {where.value!r}")
     if feature.key is not None and feature.keys is not None:
         guards.append(f"{_KEY_VARIABLE[feature.key]} in keys_{index}")
     if feature.value is Value.ATTR:
@@ -116,13 +116,17 @@ def source_for(
         if (feature.event_types is None or event_type in feature.event_types)
         and (feature.channel is None or feature.channel is channel)
     ]
-    for group in sorted({f.decay for _, f in touched if f.decay is not None}):
-        body.append(f"{_weight_variable(group)} = 2.0 ** (age * {inverse_half_lives[group]!r})")
+    # one weight per distinct half-life (by default, four groups share one)
+    rates = sorted({inverse_half_lives[f.decay] for _, f in touched if f.decay is not None})
+    for number, rate in enumerate(rates):
+        body.append(f"weight_{number} = 2.0 ** (age * {rate!r})")
     for index, feature in touched:
-        namespace[f"where_{index}"] = feature.where
         namespace[f"keys_{index}"] = frozenset(feature.keys or ())
-        statements = _statements(index, feature)
-        guards = _guards(feature, index)
+        weight = None
+        if feature.decay is not None:
+            weight = f"weight_{rates.index(inverse_half_lives[feature.decay])}"
+        statements = _statements(index, feature, weight)
+        guards = _guards(feature, index, event_type)
         body.append(f"# {feature.name}")
         if guards:
             body.append(f"if {' and '.join(guards)}:")

@@ -213,7 +213,6 @@ class FeatureFold:
             _product_key(event.product),
             event.action_id,
             event.attrs,
-            event,
             ts - state.decay_epoch,
         )
         if ts > state.watermark:

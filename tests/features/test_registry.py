@@ -9,7 +9,7 @@ from features.docs import README, render_table, with_table
 from features.events import Channel, EventType
 from features.fold_compiler import source_for
 from features.reading import default_features
-from features.registry import STORED, Key, Kind, StoredFeature, Value
+from features.registry import STORED, AttrIs, Key, Kind, StoredFeature, Value
 from models.features_vector import Transform, transform_of
 
 #: What the features issue asks for, family by family (a name from each).
@@ -80,11 +80,26 @@ def test_a_feature_runs_only_for_the_event_types_it_declares() -> None:
     assert "attribute_number(attrs.get('score'))" in source
 
 
-def test_decayed_features_weigh_the_event_by_their_group_half_life() -> None:
-    half_lives = {f.decay: 1.0 / (index + 1) for index, f in enumerate(STORED) if f.decay}
-    source, _ = source_for(STORED, EventType.LOGIN, Channel.MOBILE, half_lives)
-    (channel_group,) = {f.decay for f in STORED if f.name == "ch_{key}_decayed_count"}
-    assert f"weight_{channel_group} = 2.0 ** (age * {half_lives[channel_group]!r})" in source
+def test_decayed_features_weigh_the_event_once_per_distinct_half_life() -> None:
+    groups = sorted({f.decay for f in STORED if f.decay is not None})
+    distinct = {group: 1.0 / (number + 2) for number, group in enumerate(groups)}
+    source, _ = source_for(STORED, EventType.TRANSACTION, Channel.POS, distinct)
+    for group in ("frequency", "monetary", "channel", "flows"):
+        assert f"2.0 ** (age * {distinct[group]!r})" in source
+    assert f"2.0 ** (age * {distinct['interest']!r})" not in source  # product views only
+    shared = dict.fromkeys(groups, 1.0 / 86_400)
+    source, _ = source_for(STORED, EventType.TRANSACTION, Channel.POS, shared)
+    assert source.count("2.0 ** (age") == 1
+
+
+def test_a_where_condition_is_tested_only_in_the_fold_of_its_event_type() -> None:
+    half_lives = {f.decay: 1.0 / 86_400 for f in STORED if f.decay is not None}
+    transfer, _ = source_for(STORED, EventType.TRANSFER, Channel.WEB, half_lives)
+    assert "if attrs.get('direction') == 'in':" in transfer  # inflow
+    assert "if attrs.get('direction') != 'in':" in transfer  # outflow
+    deposit, _ = source_for(STORED, EventType.DEPOSIT, Channel.WEB, half_lives)
+    assert "# inflow_decayed_amount" in deposit
+    assert "attrs.get('direction')" not in deposit
 
 
 def test_declarations_are_checked() -> None:
@@ -94,6 +109,15 @@ def test_declarations_are_checked() -> None:
         StoredFeature("x", "f", "d", Kind.LATEST, value=Value.ATTR)
     with pytest.raises(ValueError, match="daily buckets"):
         StoredFeature("x", "f", "d", Kind.DAILY, key=Key.CHANNEL)
+    with pytest.raises(ValueError, match="`where` is about events that do not update it"):
+        StoredFeature(
+            "x",
+            "f",
+            "d",
+            Kind.COUNT,
+            frozenset({EventType.DEPOSIT}),
+            where=AttrIs(EventType.TRANSFER, "direction", "in"),
+        )
 
 
 def test_the_readme_feature_table_is_generated_from_the_registry() -> None:
