@@ -147,18 +147,30 @@ def source_digest() -> str:
     return digest.hexdigest()
 
 
+#: What benchmark runs write themselves (results, report, the README's table): changes to
+#: these do not make a work tree dirty, or every benchmark of a `benchmarks.run` after the
+#: first would be recorded as run on uncommitted code.
+BENCHMARK_OUTPUTS = ("benchmarks/results", "benchmarks/report", "benchmarks/REPORT.md", "README.md")
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def work_tree_dirty(root: Path = PROJECT_ROOT) -> bool:
+    """Whether the work tree differs from its revision, outside the benchmarks' outputs."""
+    excluded = [f":(exclude){path}" for path in BENCHMARK_OUTPUTS]
+    return bool(_git(root, "status", "--porcelain", "--", ".", *excluded))
+
+
 def _git_state() -> dict[str, Any]:
     """The checked-out revision, whether the work tree differs from it, the sources' digest."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-
     state: dict[str, Any] = {"revision": None, "dirty": None, "source_sha256": source_digest()}
     with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        state["revision"] = git("rev-parse", "HEAD")
-        state["dirty"] = bool(git("status", "--porcelain"))
+        state["revision"] = _git(PROJECT_ROOT, "rev-parse", "HEAD")
+        state["dirty"] = work_tree_dirty()
     return state
 
 

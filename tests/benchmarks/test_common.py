@@ -5,6 +5,7 @@ Fast and server-free: the benchmarks themselves are run with `python -m benchmar
 
 from __future__ import annotations
 
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from benchmarks.common import (
     simulated_days,
     simulated_events,
     source_digest,
+    work_tree_dirty,
 )
 from engine.settings import Settings
 from features.events import EventType
@@ -166,6 +168,27 @@ def test_machine_description_names_cpu_memory_os_python_packages_and_revision() 
     assert machine["git"]["source_sha256"] == source_digest()  # same code, same digest
     assert len(machine["load_average"]) == 3
     orjson.dumps(machine)  # JSON-ready as it is
+
+
+def test_only_changes_outside_the_benchmarks_outputs_make_a_work_tree_dirty(
+    tmp_path: Path,
+) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    for path in ("features/state.py", "README.md", "benchmarks/results/x.json"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("one\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
+    assert not work_tree_dirty(tmp_path)
+    (tmp_path / "README.md").write_text("two\n")
+    (tmp_path / "benchmarks/results/x.json").write_text("two\n")
+    (tmp_path / "benchmarks/results/new.json").write_text("new\n")
+    assert not work_tree_dirty(tmp_path)
+    (tmp_path / "features/state.py").write_text("two\n")
+    assert work_tree_dirty(tmp_path)
 
 
 def test_simulated_events_are_whole_days_or_the_first_limit_of_the_traffic() -> None:
