@@ -5,12 +5,18 @@ simulated bank's first `history_days` days are folded straight into the store (n
 a bank's customers come with months of history, and the worker's CPU per event grows with
 it (bigger states to encode and write). Without it the states grew from ~425 to ~640 B
 over the three repeats of a full run, and every repeat had a higher p99 than the one
-before. Each repeat then starts its own embedded broker, worker and API over that store:
+before. Each deployment then starts its own embedded broker, workers and API on that store:
 the embedded broker's CPU per fetch grows with every record batch it holds
 (`benchmarks.embedded_broker`), so with one broker for the whole run each repeat paid for
 the batches of the ones before (its CPU share 11, 19 and 32% at 10,000 events/s, the
-third repeat's p99 the worst), a cost a Kafka deployment does not have. A repeat has three
-phases, each starting once the worker has caught up:
+third repeat's p99 the worst), a cost a Kafka deployment does not have.
+
+A repeat measures two deployments, one after the other (alternating which goes first):
+one worker, and two workers sharing the partitions, one per core of this machine, as the
+README's deployment at scale runs them. One worker spends ~50–60 µs of CPU per event on
+90-day histories, so at 10,000 events/s it is busy over half the time and an event waits
+behind the whole batch ahead of it; two take the batches of their partitions in
+parallel. Each deployment has three phases, each starting once the workers have caught up:
 
 - floor (the baseline): probes only, no background load;
 - the simulated bank's events as background load at LOW_RATE events/s (a second point);
@@ -105,6 +111,9 @@ CUSTOMERS = 20_000  # of the simulated bank producing the background load
 #: contact points' events for 100 ms; envelopes are per publish and partition, so this sets
 #: the events per Kafka message (~125 at 10,000/s) and with it the worker's per-message cost.
 TICK_S = 0.1
+#: The deployments measured, by workers: one, and one per core of this two-core machine (the
+#: README's deployment at scale: workers share the partitions). Repeats alternate their order.
+WORKER_COUNTS = (1, 2)
 PROBE_INTERVAL_S = 0.05
 PROBE_CUSTOMERS = 8  # also the most probes in flight
 MIN_POLL_DELAY_S = 0.005
@@ -316,6 +325,21 @@ def load_figures(prefix: str, outcome: PhaseOutcome) -> dict[str, float]:
     }
 
 
+def deployment_prefix(workers: int) -> str:
+    """Figure-name prefix of a deployment: none for one worker (the figures' names before
+    deployments were compared), `two_workers_` for two."""
+    prefixes = {1: "", 2: "two_workers_"}
+    if workers not in prefixes:
+        raise ValueError(f"no figure names for {workers} workers")
+    return prefixes[workers]
+
+
+def deployment_order(repeat: int) -> tuple[int, ...]:
+    """The deployments of a repeat (numbered from 1) in the order they run: odd repeats as
+    WORKER_COUNTS lists them, even ones reversed, so neither always runs first."""
+    return WORKER_COUNTS if repeat % 2 else WORKER_COUNTS[::-1]
+
+
 def rate_prefix(rate: int) -> str:
     """Figure-name prefix of a background rate: 10,000 events/s → `at_10k`."""
     return f"at_{rate // 1000}k" if rate % 1000 == 0 else f"at_{rate}"
@@ -414,7 +438,7 @@ class Rig:
     """What every phase uses: the publisher, the probes and their clients, the counters."""
 
     settings: Settings
-    worker: Child
+    workers: list[Child]
     api: Child
     broker_pid: int
     redis: Redis
@@ -429,7 +453,12 @@ class Rig:
 
     @classmethod
     async def open(
-        cls, settings: Settings, worker: Child, api: Child, broker_pid: int, book: ProbeBook
+        cls,
+        settings: Settings,
+        workers: list[Child],
+        api: Child,
+        broker_pid: int,
+        book: ProbeBook,
     ) -> Rig:
         """Connect to Redis and Kafka; the API is connected to on the first request.
 
@@ -443,7 +472,7 @@ class Rig:
         stats = IngestStats(redis, key_prefix=settings.key_prefix)
         return cls(
             settings=settings,
-            worker=worker,
+            workers=workers,
             api=api,
             broker_pid=broker_pid,
             redis=redis,
@@ -475,13 +504,29 @@ class Rig:
         await self.redis.aclose()
 
     def check_children(self) -> None:
-        self.worker.check()
+        for worker in self.workers:
+            worker.check()
         self.api.check()
 
+    async def wait_for_workers(self) -> None:
+        """Wait until every worker has joined and the group owns every partition."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            self.check_children()
+            live = [worker for worker in await self.stats.live_workers() if worker.partitions]
+            owned = sum(len(worker.partitions) for worker in live)
+            if len(live) == len(self.workers) and owned == self.settings.topic_partitions:
+                return
+            await asyncio.sleep(0.2)
+        raise BenchmarkError(
+            f"{len(self.workers)} workers did not share the partitions within {READY_TIMEOUT_S} s"
+        )
+
     async def cpu_seconds(self) -> dict[str, float]:
-        """CPU used so far: worker, API, this process (producer, probes), Valkey, Kafka."""
+        """CPU used so far: the workers together, the API, this process (producer, probes),
+        Valkey, Kafka."""
         return {
-            "worker": process_cpu_seconds(self.worker.process.pid),
+            "worker": sum(process_cpu_seconds(worker.process.pid) for worker in self.workers),
             "api": process_cpu_seconds(self.api.process.pid),
             "client": time.process_time(),
             "valkey": await server_cpu_seconds(self.redis),
@@ -628,8 +673,9 @@ async def _loaded(rig: Rig, rate: int, seconds: float, events: list[Event]) -> P
 
 
 async def _warm_up(rig: Rig) -> None:
-    """One probe per probe customer: the worker has joined and the API reads the store."""
+    """One probe per probe customer: the workers have joined and the API reads the store."""
     await rig.wait_for_api()
+    await rig.wait_for_workers()
     probes = [rig.book.take() for _ in range(rig.book.size)]
     try:
         async with asyncio.timeout(READY_TIMEOUT_S):
@@ -680,24 +726,34 @@ def run(quick: bool = False) -> Result:
         print(
             f"{NAME}: background {LOW_RATE:,} and {HIGH_RATE:,} events/s of {CUSTOMERS:,} "
             f"customers, a probe every {PROBE_INTERVAL_S * 1000:.0f} ms, {plan.repeats} "
-            "repeats, each with its own broker, worker and API",
+            f"repeats of {' and '.join(map(str, WORKER_COUNTS))} workers, each deployment "
+            "with its own broker, workers and API",
             flush=True,
         )
         repeats = itertools.count(1)
         book = ProbeBook([f"probe-{number:02d}" for number in range(PROBE_CUSTOMERS)])
 
-        def one_repeat() -> dict[str, float]:
+        def one_deployment(repeat: int, workers: int) -> dict[str, float]:
             low = source.take(int(LOW_RATE * (plan.low_s + plan.tail_s)))
             high = source.take(int(HIGH_RATE * (plan.high_s + plan.tail_s)))
-            logs_dir = Path(logs) / f"repeat-{next(repeats)}"
+            logs_dir = Path(logs) / f"repeat-{repeat}-workers-{workers}"
             logs_dir.mkdir()
-            with _engine(runner, settings, logs_dir, book) as rig:
+            with _engine(runner, settings, logs_dir, book, workers) as rig:
                 gc.collect()
                 gc.freeze()  # no full collection over these events inside a phase
                 try:
-                    return runner.run(_one_repeat(rig, plan, low, high))
+                    figures = runner.run(_one_repeat(rig, plan, low, high))
                 finally:
                     gc.unfreeze()
+            prefix = deployment_prefix(workers)
+            return {prefix + name: value for name, value in figures.items()}
+
+        def one_repeat() -> dict[str, float]:
+            repeat = next(repeats)
+            figures: dict[str, float] = {}
+            for workers in deployment_order(repeat):
+                figures |= one_deployment(repeat, workers)
+            return figures
 
         figures = median_of(plan.repeats, one_repeat)
         valkey_version = runner.run(server_version(settings))
@@ -706,27 +762,31 @@ def run(quick: bool = False) -> Result:
 
 @contextlib.contextmanager
 def _engine(
-    runner: asyncio.Runner, settings: Settings, logs_dir: Path, book: ProbeBook
+    runner: asyncio.Runner, settings: Settings, logs_dir: Path, book: ProbeBook, workers: int
 ) -> Iterator[Rig]:
-    """A fresh embedded broker with a worker and an API on it (and on `settings`' Redis),
-    ready: the worker has joined and the API reads the store."""
-    with EmbeddedServices(redis=False, kafka=True) as broker:
+    """A fresh embedded broker with `workers` workers and an API on it (and on `settings`'
+    Redis), ready: the workers share the partitions and the API reads the store."""
+    with EmbeddedServices(redis=False, kafka=True) as broker, contextlib.ExitStack() as children:
         assert broker.kafka is not None
         assert broker.kafka.pid is not None
         on_broker = settings.model_copy(update={"kafka_bootstrap": broker.kafka.bootstrap})
         runner.run(ensure_topics(on_broker))
-        worker_log, api_log = logs_dir / "worker.log", logs_dir / "api.log"
-        with (
-            engine_process("worker", on_broker, worker_log) as worker,
-            engine_process("api", on_broker, api_log) as api,
-        ):
-            children = Child(worker, worker_log), Child(api, api_log)
-            rig = runner.run(Rig.open(on_broker, *children, broker.kafka.pid, book))
-            try:
-                runner.run(_warm_up(rig))
-                yield rig
-            finally:
-                runner.run(rig.close())
+        worker_children = []
+        for number in range(1, workers + 1):
+            worker_dir = logs_dir / f"worker-{number}"
+            worker_dir.mkdir()
+            log = worker_dir / "worker.log"
+            worker_children.append(
+                Child(children.enter_context(engine_process("worker", on_broker, log)), log)
+            )
+        api_log = logs_dir / "api.log"
+        api = Child(children.enter_context(engine_process("api", on_broker, api_log)), api_log)
+        rig = runner.run(Rig.open(on_broker, worker_children, api, broker.kafka.pid, book))
+        try:
+            runner.run(_warm_up(rig))
+            yield rig
+        finally:
+            runner.run(rig.close())
 
 
 def _result(
@@ -736,8 +796,13 @@ def _result(
     valkey_version: str,
     history_events: int,
 ) -> Result:
-    """The result with its parameters, the target and notes reading the figures."""
+    """The result with its parameters, the targets and notes reading the figures.
+
+    The subject is the deployment with a worker per core; the one-worker figures keep the
+    target too, so both verdicts show.
+    """
     high, low = rate_prefix(HIGH_RATE), rate_prefix(LOW_RATE)
+    scaled = deployment_prefix(max(WORKER_COUNTS))
     return Result(
         name=NAME,
         parameters={
@@ -757,26 +822,34 @@ def _result(
             f"{POLL_DELAY_FRACTION:.0%} of the time waited)",
             "producer": "EventPublisher in the benchmark process (acks=all, linger_ms=2)",
             "repeats": plan.repeats,
+            "worker_counts": list(WORKER_COUNTS),
             "kafka_session_timeout_s": SESSION_TIMEOUT_S,
             "valkey_version": valkey_version,
         },
         figures=figures,
-        subject=f"{high}_p99_ms",
-        baseline="floor_p99_ms",
-        targets=[Target(f"{high}_p99_ms", at_most=TARGET_P99_MS)],
+        subject=f"{scaled}{high}_p99_ms",
+        baseline=f"{scaled}floor_p99_ms",
+        targets=[
+            Target(f"{deployment_prefix(workers)}{high}_p99_ms", at_most=TARGET_P99_MS)
+            for workers in sorted(WORKER_COUNTS, reverse=True)
+        ],
         notes=[
-            "baseline: the same probes with no background load (the freshness floor); "
             f"subject: probes while the simulated bank's events are produced at {HIGH_RATE:,} "
-            "events/s; latency = first GET /v1/customers/{id} answer showing the probe's "
-            "event − the moment before it was published",
-            _load_note(figures, high, HIGH_RATE),
-            _load_note(figures, low, LOW_RATE),
+            f"events/s, {max(WORKER_COUNTS)} workers sharing the partitions; baseline: the "
+            "same probes with no background load (the freshness floor) on that deployment; "
+            "latency = first GET /v1/customers/{id} answer showing the probe's event − the "
+            "moment before it was published. Figures without a prefix are one worker's.",
+            *(
+                _load_note(figures, deployment_prefix(workers) + prefix, rate, workers)
+                for workers in sorted(WORKER_COUNTS, reverse=True)
+                for prefix, rate in ((high, HIGH_RATE), (low, LOW_RATE))
+            ),
         ],
     )
 
 
-def _load_note(figures: dict[str, Series], prefix: str, rate: int) -> str:
-    """One line on a loaded phase: rates, lag, whether the worker kept up, the latencies."""
+def _load_note(figures: dict[str, Series], prefix: str, rate: int, workers: int) -> str:
+    """One line on a loaded phase: rates, lag, whether the workers kept up, the latencies."""
     median = {
         name[len(prefix) + 1 :]: series.median
         for name, series in figures.items()
@@ -787,15 +860,16 @@ def _load_note(figures: dict[str, Series], prefix: str, rate: int) -> str:
         if sustained(rate, median["lag_growth_events_per_s"])
         else "NOT sustained: the lag grows with the phase's length, and so do the latencies"
     )
+    deployment = "one worker" if workers == 1 else f"{workers} workers"
     return (
-        f"at {rate:,} events/s ({verdict}): sent {median['sent_events_per_s']:,.0f}/s, the worker "
-        f"processed {median['worker_events_per_s']:,.0f}/s, its lag grew by "
-        f"{median['lag_growth_events_per_s']:,.0f} events/s and was "
+        f"{deployment} at {rate:,} events/s ({verdict}): sent "
+        f"{median['sent_events_per_s']:,.0f}/s, processed {median['worker_events_per_s']:,.0f}/s, "
+        f"the lag grew by {median['lag_growth_events_per_s']:,.0f} events/s and was "
         f"{median['lag_end_events']:,.0f} events when the load stopped, caught up "
         f"{median['drain_s']:.2f} s later; p50/p90/p99/max {median['p50_ms']:,.0f}/"
         f"{median['p90_ms']:,.0f}/{median['p99_ms']:,.0f}/{median['max_ms']:,.0f} ms over "
         f"{median['probes']:.0f} probes ({median['probes_skipped']:.0f} skipped); CPU shares: "
-        f"worker {median['worker_cpu_share']:.0%}, API {median['api_cpu_share']:.0%}, Valkey "
+        f"workers {median['worker_cpu_share']:.0%}, API {median['api_cpu_share']:.0%}, Valkey "
         f"{median['valkey_cpu_share']:.0%}, Kafka {median['broker_cpu_share']:.0%}, producer "
         f"and probes {median['client_cpu_share']:.0%}"
     )

@@ -22,6 +22,8 @@ from benchmarks.freshness import (
     Probe,
     ProbeBook,
     Seen,
+    deployment_order,
+    deployment_prefix,
     growth,
     lag,
     latency_figures,
@@ -173,6 +175,16 @@ def test_load_figures_rates_lag_late_probes_and_cpu_shares() -> None:
 )
 def test_rate_prefixes(rate: int, prefix: str) -> None:
     assert rate_prefix(rate) == prefix
+
+
+def test_deployments_alternate_which_runs_first_and_name_their_figures_apart() -> None:
+    assert deployment_order(1) == (1, 2)
+    assert deployment_order(2) == (2, 1)
+    assert deployment_order(3) == (1, 2)
+    assert deployment_prefix(1) == ""
+    assert deployment_prefix(2) == "two_workers_"
+    with pytest.raises(ValueError, match="3 workers"):
+        deployment_prefix(3)
 
 
 def test_background_slices_continue_one_simulation_without_repeating_an_event() -> None:
