@@ -28,8 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nba", description="nba-engine: next-best actions")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    up = commands.add_parser("up", help="run servers (embedded unless configured), worker, API")
+    up = commands.add_parser("up", help="run servers (embedded unless configured), workers, API")
     up.add_argument("--api-port", type=int, default=None, help="default: NBA_API_PORT or 8000")
+    up.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=1,
+        help="Faust workers sharing the partitions (default 1; one per core for freshness)",
+    )
 
     demo = commands.add_parser("demo", help="`up`, then drive a simulated bank through it")
     demo.add_argument("--api-port", type=int, default=0, help="default: any free port")
@@ -59,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "up":
-        return _up(settings, args.api_port)
+        return _up(settings, args.api_port, args.workers)
     if args.command == "demo":
         return _demo(settings, args)
     if args.command in ("worker", "api"):
@@ -87,9 +93,20 @@ def _print_system(system: System) -> None:
     console.print(table)
 
 
-def _up(settings: Settings, api_port: int | None) -> int:
+def _worker_count(text: str) -> int:
+    """`--workers`: a whole number, at least 1."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"at least one worker is needed, not {count}")
+    return count
+
+
+def _up(settings: Settings, api_port: int | None, workers: int) -> int:
     stop_on_sigterm()
-    with start_system(settings, api_port=api_port) as system:
+    with start_system(settings, api_port=api_port, workers=workers) as system:
         _print_system(system)
         console.print("Press Ctrl-C to stop.")
         try:

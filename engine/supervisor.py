@@ -1,12 +1,14 @@
-"""Run the whole system from one command: servers, one Faust worker and the API.
+"""Run the whole system from one command: servers, Faust workers (one by default), the API.
 
 Servers not configured (`NBA_REDIS_URL`, `NBA_KAFKA_BOOTSTRAP`) are started embedded.
 Without `NBA_MODEL_KEY`, a random checkpoint key is generated for this run and given to
 both children (a checkpoint left in a persistent Redis by an earlier run is then refused,
 and learning starts over from the priors: set the key to keep learning across runs).
-The worker and the API run as child processes — the same `nba worker` and `nba api`
+The workers and the API run as child processes — the same `nba worker` and `nba api`
 commands a production deployment scales out — each in its own process group and set to
-die with the supervisor, so no process outlives it, however it ends.
+die with the supervisor, so no process outlives it, however it ends. Several workers
+share the partitions of `events`, as in a deployment at scale; the system is ready when
+each has its share, so no rebalance follows right after.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class System:
     settings: Settings
     api_url: str
     servers: EmbeddedServices
+    workers: int = 1
     children: list[Child] = field(default_factory=list)
 
     def describe(self) -> list[tuple[str, str]]:
@@ -80,8 +83,12 @@ class System:
             (redis_kind, str(self.settings.redis_url)),
             (kafka_kind, str(self.settings.kafka_bootstrap)),
             (
-                "worker",
-                f"consumes '{self.settings.events_topic}', dead letters to "
+                "worker" if self.workers == 1 else f"{self.workers} workers",
+                f"consume '{self.settings.events_topic}' (sharing its partitions), dead "
+                f"letters to '{self.settings.dlq_topic}', learn from "
+                f"'{self.settings.outcomes_topic}' (one at a time)"
+                if self.workers > 1
+                else f"consumes '{self.settings.events_topic}', dead letters to "
                 f"'{self.settings.dlq_topic}', learns from '{self.settings.outcomes_topic}'",
             ),
             ("API", f"{self.api_url}  (docs: {self.api_url}/docs)"),
@@ -98,7 +105,7 @@ class System:
         return next((child for child in self.children if child.process.poll() is not None), None)
 
     def stop(self) -> None:
-        """Stop the API, then the worker, then the embedded servers."""
+        """Stop the API, then the workers, then the embedded servers."""
         for child in reversed(self.children):
             child.stop()
         self.servers.stop()
@@ -111,13 +118,21 @@ class System:
 
 
 def start_system(
-    settings: Settings, *, api_port: int | None = None, log_dir: Path | None = None
+    settings: Settings,
+    *,
+    api_port: int | None = None,
+    log_dir: Path | None = None,
+    workers: int = 1,
 ) -> System:
-    """Start servers as needed, create topics, start a worker and the API; wait until ready.
+    """Start servers as needed, create topics, start the workers and the API; wait until
+    ready.
 
-    With `log_dir`, each child writes its output to `<log_dir>/<name>.log`; otherwise it
-    shares the terminal. On failure everything started so far is stopped again.
+    With `log_dir`, each child writes its output to `<log_dir>/<name>.log` (the workers
+    are `worker`, or `worker-1`, `worker-2`, …); otherwise it shares the terminal. On
+    failure everything started so far is stopped again.
     """
+    if workers < 1:
+        raise ValueError(f"at least one worker is needed, not {workers}")
     servers = EmbeddedServices(
         redis=settings.redis_url is None, kafka=settings.kafka_bootstrap is None
     )
@@ -138,12 +153,15 @@ def start_system(
         settings=child_settings,
         api_url=f"http://{child_settings.api_host}:{port}",
         servers=servers,
+        workers=workers,
     )
     try:
         asyncio.run(ensure_topics(child_settings))
         env = {**os.environ, **child_settings.as_environment()}
-        for name in ("worker", "api"):
-            system.children.append(_spawn(name, env, log_dir))
+        names = ["worker"] if workers == 1 else [f"worker-{n}" for n in range(1, workers + 1)]
+        for name in names:
+            system.children.append(_spawn("worker", env, log_dir, name))
+        system.children.append(_spawn("api", env, log_dir, "api"))
         _wait_until_ready(system)
     except BaseException:
         system.stop()
@@ -151,12 +169,13 @@ def start_system(
     return system
 
 
-def _spawn(name: str, env: dict[str, str], log_dir: Path | None) -> Child:
+def _spawn(command: str, env: dict[str, str], log_dir: Path | None, name: str) -> Child:
+    """`nba <command>` as a child named `name` (its log file's name)."""
     log_path = log_dir / f"{name}.log" if log_dir is not None else None
     output: IO[bytes] | None = log_path.open("wb") if log_path is not None else None
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", name],
+            [sys.executable, "-m", "engine.cli", command],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=output,
@@ -171,7 +190,9 @@ def _spawn(name: str, env: dict[str, str], log_dir: Path | None) -> Child:
 
 
 def _wait_until_ready(system: System) -> None:
-    """Wait for the API to be healthy and the workers to own every partition."""
+    """Wait for the API to be healthy and the workers to own every partition, each worker
+    its share (every worker owns some, as far as the partitions go round)."""
+    sharing = min(system.workers, system.settings.topic_partitions)
     deadline = time.monotonic() + READY_TIMEOUT_S
     last_state = "no answer yet"
     with httpx.Client(timeout=2.0) as client:
@@ -183,10 +204,17 @@ def _wait_until_ready(system: System) -> None:
                 )
             try:
                 health = client.get(f"{system.api_url}/healthz").json()
-                owned = sum(len(worker["partitions"]) for worker in health.get("workers", []))
-                if health["status"] == "ok" and owned >= system.settings.topic_partitions:
+                owners = [worker for worker in health.get("workers", []) if worker["partitions"]]
+                owned = sum(len(worker["partitions"]) for worker in owners)
+                if (
+                    health["status"] == "ok"
+                    and owned >= system.settings.topic_partitions
+                    and len(owners) >= sharing
+                ):
                     return
-                last_state = f"health {health['status']}, workers own {owned} partitions"
+                last_state = (
+                    f"health {health['status']}, {len(owners)} workers own {owned} partitions"
+                )
             except httpx.HTTPError as error:
                 last_state = f"API not answering ({error})"
             time.sleep(0.2)

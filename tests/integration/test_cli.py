@@ -50,13 +50,13 @@ def clean_environment() -> dict[str, str]:
 
 
 def start_up(
-    tmp_path: Path, env: dict[str, str] | None = None
+    tmp_path: Path, env: dict[str, str] | None = None, *options: str
 ) -> tuple[subprocess.Popen[bytes], str, Path]:
     port = free_port()
     log_path = tmp_path / "up.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "up", "--api-port", str(port)],
+            [sys.executable, "-m", "engine.cli", "up", "--api-port", str(port), *options],
             env=env if env is not None else clean_environment(),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -117,6 +117,41 @@ def test_up_uses_configured_servers_instead_of_starting_its_own(
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(EXIT_TIMEOUT_S) == 0, log_path.read_text()
+
+
+def test_up_with_two_workers_is_ready_when_both_share_the_partitions(
+    tmp_path: Path, settings: Settings
+) -> None:
+    env = clean_environment() | settings.as_environment()
+    process, api_url, log_path = start_up(tmp_path, env, "--workers", "2")
+    try:
+        commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in descendants(process.pid)]
+        assert sum(b"worker" in command for command in commands) == 2
+        owners = [w for w in httpx.get(f"{api_url}/healthz").json()["workers"] if w["partitions"]]
+        assert len(owners) == 2
+        assert sum(len(worker["partitions"]) for worker in owners) == settings.topic_partitions
+        events = [{"event_id": f"two-{n}", "customer_id": f"T{n}", "type": "login",
+                   "channel": "web", "ts": "2026-02-01T10:00:00Z"} for n in range(20)]  # fmt: skip
+        assert httpx.post(f"{api_url}/v1/events", json=events).status_code == 202
+        deadline = time.monotonic() + 30
+        for n in range(20):
+            while httpx.get(f"{api_url}/v1/customers/T{n}").status_code == 404:
+                assert time.monotonic() < deadline, f"customer T{n}'s event was not applied"
+                time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(EXIT_TIMEOUT_S) == 0, log_path.read_text()
+
+
+def test_up_refuses_a_worker_count_below_one() -> None:
+    finished = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "up", "--workers", "0"],
+        env=clean_environment(),
+        capture_output=True,
+        timeout=60,
+    )
+    assert finished.returncode == 2
+    assert b"at least one worker is needed, not 0" in finished.stderr
 
 
 def test_killed_supervisor_leaves_no_orphans(tmp_path: Path) -> None:
