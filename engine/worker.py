@@ -152,8 +152,11 @@ def new_segmenter(settings: Settings) -> Segmenter:
     )
 
 
-def create_app(settings: Settings) -> faust.App:
-    """The Faust app with the events and learning agents, wired to the configured servers."""
+def create_app(settings: Settings, *, datadir: Path) -> faust.App:
+    """The Faust app with the events and learning agents, wired to the configured servers.
+
+    Faust creates `datadir` even for in-memory tables; nothing in it outlives the worker.
+    """
     redis_url, bootstrap = settings.require_servers()
     signing_key = settings.require_model_key()
     catalog = load_catalog(settings.catalog_path)
@@ -161,8 +164,7 @@ def create_app(settings: Settings) -> faust.App:
         settings.worker_id,
         broker=f"nbakafka://{bootstrap}",  # engine.kafka_transport: a short fetch wait
         store="memory://",
-        # Faust creates a data folder even for in-memory tables: keep it out of the cwd
-        datadir=Path(tempfile.gettempdir()) / f"nba-{settings.worker_id}-data",
+        datadir=datadir,
         web_enabled=False,
         topic_partitions=settings.topic_partitions,
         consumer_auto_offset_reset="earliest",
@@ -398,8 +400,13 @@ async def _retrying_redis(operation: Callable[[], Awaitable[T]]) -> T:
 
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
-    """Run one worker until SIGINT/SIGTERM."""
-    app = create_app(settings)
-    worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
-    tune_garbage_collector()
-    worker.execute_from_commandline()
+    """Run one worker until SIGINT/SIGTERM.
+
+    Its Faust data folder is a temporary one, removed when the worker stops: with a
+    folder per consumer group, every test and benchmark run left one behind.
+    """
+    with tempfile.TemporaryDirectory(prefix=f"nba-{settings.worker_id}-") as datadir:
+        app = create_app(settings, datadir=Path(datadir))
+        worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
+        tune_garbage_collector()
+        worker.execute_from_commandline()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -12,9 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from redis.asyncio import Redis as AsyncRedis
 
 from engine.embedded import free_port
 from engine.settings import Settings
+from engine.topics import ensure_topics
+from features.stats import IngestStats
 
 READY_TIMEOUT_S = 90.0
 EXIT_TIMEOUT_S = 30.0
@@ -42,6 +46,16 @@ def alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state != "Z"
+
+
+async def owns_partitions(settings: Settings) -> bool:
+    """Whether the live workers of `settings`' group own every partition of `events`."""
+    client = AsyncRedis.from_url(str(settings.redis_url))
+    try:
+        workers = await IngestStats(client, key_prefix=settings.key_prefix).live_workers()
+    finally:
+        await client.aclose()
+    return sum(len(worker.partitions) for worker in workers) >= settings.topic_partitions
 
 
 def clean_environment() -> dict[str, str]:
@@ -152,6 +166,31 @@ def test_up_refuses_a_worker_count_below_one() -> None:
     )
     assert finished.returncode == 2
     assert b"at least one worker is needed, not 0" in finished.stderr
+
+
+def test_a_stopped_worker_leaves_no_data_folder_behind(tmp_path: Path, settings: Settings) -> None:
+    asyncio.run(ensure_topics(settings))
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "worker"],
+            env=clean_environment() | settings.as_environment() | {"TMPDIR": str(temporary)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not asyncio.run(owns_partitions(settings)):
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "the worker never owned the partitions"
+            time.sleep(0.2)
+        assert list(temporary.iterdir()) != [], "Faust's data folder, while the worker runs"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(EXIT_TIMEOUT_S)
+    assert list(temporary.iterdir()) == []
 
 
 def test_killed_supervisor_leaves_no_orphans(tmp_path: Path) -> None:
