@@ -362,8 +362,8 @@ def engine_process(
     """`python -m engine.cli <command>` with `settings` in its environment, as `nba up` runs it.
 
     It runs in the log's directory, so that nothing it writes lands in the caller's. The
-    child gets its own process group and dies with this process;
-    on exit it is sent SIGTERM (SIGKILL if it has not stopped within STOP_TIMEOUT_S).
+    child gets its own process group and dies with this process; on exit it is sent
+    SIGTERM (SIGKILL if it has not stopped within STOP_TIMEOUT_S).
     """
     with log_path.open("wb") as log:
         process = subprocess.Popen(
