@@ -41,6 +41,11 @@ all are busy is skipped (counted). Under load, probes start after SETTLE_S, and 
 goes on until the last probe is visible (or its pre-generated events run out: counted as
 `probes_after_load`).
 
+Machine speed: right before the phase at HIGH_RATE, this process times decoding and
+encoding CALIBRATION_STATES of the store's states (`machine_codec_us_per_state`, lower is
+faster): the shared machine's speed swings ~1.5× within an hour and the p99 with it, so
+runs far apart can be told apart by the machine they ran on.
+
 Worker lag: events produced minus events the workers counted as processed (`IngestStats`),
 sampled every LAG_SAMPLE_S during the load (its growth per second is the least-squares
 slope: ~0 when the worker keeps up, its shortfall when it cannot), taken when the load
@@ -58,6 +63,7 @@ import contextlib
 import gc
 import itertools
 import math
+import statistics
 import tempfile
 import time
 from collections import deque
@@ -100,6 +106,7 @@ from engine.simulator import SimulatedBank
 from engine.topics import ensure_topics
 from features.events import Channel, Event, EventType
 from features.publisher import EventPublisher
+from features.state import FeatureFold
 from features.stats import IngestStats
 
 NAME = "freshness"
@@ -114,6 +121,9 @@ TICK_S = 0.1
 #: The deployments measured, by workers: one, and one per core of this two-core machine (the
 #: README's deployment at scale: workers share the partitions). Repeats alternate their order.
 WORKER_COUNTS = (1, 2)
+#: Stored states the machine's speed is timed on (`CodecClock`), and the rounds timed.
+CALIBRATION_STATES = 2_000
+CALIBRATION_ROUNDS = 5
 PROBE_INTERVAL_S = 0.05
 PROBE_CUSTOMERS = 8  # also the most probes in flight
 MIN_POLL_DELAY_S = 0.005
@@ -419,6 +429,32 @@ class KeepAliveClient:
             self._connection = None
 
 
+class CodecClock:
+    """Times decoding and encoding a sample of the store's states, in this process.
+
+    Why: the shared machine's speed swings ~1.5× within an hour, and the p99 follows the
+    workers' CPU steeply, so each deployment's figures carry the speed of the machine they
+    ran on, timed on the work the workers do most, right before the phase at HIGH_RATE
+    (when nothing else is loaded): runs far apart can then be told apart by the machine.
+    """
+
+    def __init__(self, fold: FeatureFold, states: Sequence[bytes]) -> None:
+        if not states:
+            raise ValueError("time at least one stored state")
+        self._fold = fold
+        self._states = list(states)
+
+    def us_per_state(self) -> float:
+        """The median over CALIBRATION_ROUNDS of the µs to decode and encode one state."""
+        rounds = []
+        for _ in range(CALIBRATION_ROUNDS):
+            started = time.perf_counter()
+            for raw in self._states:
+                self._fold.encode(self._fold.decode(raw))
+            rounds.append((time.perf_counter() - started) / len(self._states) * 1e6)
+        return statistics.median(rounds)
+
+
 # -- the rig: processes, producer, clients --------------------------------------------------
 
 
@@ -686,13 +722,16 @@ async def _warm_up(rig: Rig) -> None:
 
 
 async def _one_repeat(
-    rig: Rig, plan: Plan, low_events: list[Event], high_events: list[Event]
+    rig: Rig, plan: Plan, low_events: list[Event], high_events: list[Event], clock: CodecClock
 ) -> dict[str, float]:
-    """The floor, then LOW_RATE, then HIGH_RATE; each phase's figures."""
+    """The floor, then LOW_RATE, then HIGH_RATE; each phase's figures, and the machine's
+    speed timed right before HIGH_RATE."""
     floor = await _floor(rig, plan.floor_s)
     low = await _loaded(rig, LOW_RATE, plan.low_s, low_events)
+    codec_us = clock.us_per_state()  # the workers have caught up: the machine is quiet
     high = await _loaded(rig, HIGH_RATE, plan.high_s, high_events)
     figures = latency_figures("floor", floor.seen, floor.skipped)
+    figures["machine_codec_us_per_state"] = codec_us
     for rate, outcome in ((HIGH_RATE, high), (LOW_RATE, low)):
         prefix = rate_prefix(rate)
         figures |= latency_figures(prefix, outcome.seen, outcome.skipped)
@@ -700,13 +739,23 @@ async def _one_repeat(
     return figures
 
 
-async def _fold_history(settings: Settings, source: BackgroundSource, days: int) -> int:
-    """The bank's first `days` days of traffic folded into the store; the events."""
+async def _fold_history(
+    settings: Settings, source: BackgroundSource, days: int
+) -> tuple[int, CodecClock]:
+    """The bank's first `days` days of traffic folded into the store; the events, and a
+    clock timing CALIBRATION_STATES of the states they left."""
     redis = connect_redis(str(settings.redis_url))
     try:
-        return await fold_history(redis, settings, source.take_days(days))
+        events = await fold_history(redis, settings, source.take_days(days))
+        keys: list[str] = []
+        async for key in redis.scan_iter(match=f"{settings.key_prefix}cust:*:s", count=1000):
+            keys.append(key)
+            if len(keys) == CALIBRATION_STATES:
+                break
+        states = [raw for raw in await redis.mget(keys) if raw is not None]
     finally:
         await redis.aclose()
+    return events, CodecClock(FeatureFold(settings.feature_config()), states)
 
 
 # -- the benchmark --------------------------------------------------------------------------
@@ -722,7 +771,7 @@ def run(quick: bool = False) -> Result:
         asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
     ):
         settings = isolated_settings(services, api_port=free_port())
-        history_events = runner.run(_fold_history(settings, source, plan.history_days))
+        history_events, clock = runner.run(_fold_history(settings, source, plan.history_days))
         print(
             f"{NAME}: background {LOW_RATE:,} and {HIGH_RATE:,} events/s of {CUSTOMERS:,} "
             f"customers, a probe every {PROBE_INTERVAL_S * 1000:.0f} ms, {plan.repeats} "
@@ -742,7 +791,7 @@ def run(quick: bool = False) -> Result:
                 gc.collect()
                 gc.freeze()  # no full collection over these events inside a phase
                 try:
-                    figures = runner.run(_one_repeat(rig, plan, low, high))
+                    figures = runner.run(_one_repeat(rig, plan, low, high, clock))
                 finally:
                     gc.unfreeze()
             prefix = deployment_prefix(workers)
@@ -838,7 +887,9 @@ def _result(
             f"events/s, {max(WORKER_COUNTS)} workers sharing the partitions; baseline: the "
             "same probes with no background load (the freshness floor) on that deployment; "
             "latency = first GET /v1/customers/{id} answer showing the probe's event − the "
-            "moment before it was published. Figures without a prefix are one worker's.",
+            "moment before it was published. Figures without a prefix are one worker's. "
+            "machine_codec_us_per_state: the µs this process took to decode and encode a "
+            "stored state right before the phase (the machine's speed; lower is faster).",
             *(
                 _load_note(figures, deployment_prefix(workers) + prefix, rate, workers)
                 for workers in sorted(WORKER_COUNTS, reverse=True)

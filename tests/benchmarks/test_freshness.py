@@ -16,6 +16,7 @@ from benchmarks.freshness import (
     MIN_POLL_DELAY_S,
     POLL_DELAY_FRACTION,
     BackgroundSource,
+    CodecClock,
     KeepAliveClient,
     Pacer,
     PhaseOutcome,
@@ -33,7 +34,9 @@ from benchmarks.freshness import (
     shows,
     sustained,
 )
+from features.config import FeatureConfig
 from features.events import Event, EventType
+from features.state import FeatureFold
 
 
 def test_the_pacer_sends_what_the_rate_made_due_since_the_start() -> None:
@@ -185,6 +188,20 @@ def test_deployments_alternate_which_runs_first_and_name_their_figures_apart() -
     assert deployment_prefix(2) == "two_workers_"
     with pytest.raises(ValueError, match="3 workers"):
         deployment_prefix(3)
+
+
+def test_the_codec_clock_times_decoding_and_encoding_the_given_states() -> None:
+    fold = FeatureFold(FeatureConfig())
+    states = []
+    for event in simulated_events(5, limit=40):
+        state = fold.new_state()
+        fold.apply(state, event)
+        states.append(fold.encode(state))
+    assert CodecClock(fold, states).us_per_state() > 0
+    with pytest.raises(ValueError, match="at least one"):
+        CodecClock(fold, [])
+    with pytest.raises(ValueError, match="schema"):
+        CodecClock(fold, [b"\x91\x07"]).us_per_state()
 
 
 def test_background_slices_continue_one_simulation_without_repeating_an_event() -> None:
