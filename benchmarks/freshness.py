@@ -1,11 +1,13 @@
 """Freshness: event produced → feature visible to `GET /v1/customers/{id}`, under load.
 
-Real `nba worker` and `nba api` processes run on fresh embedded servers. First, the
+Real `nba worker`, `nba learner` and `nba api` processes run on fresh embedded servers, as
+`nba up` runs them (the churn and segment learner and the base walk in the learner, off
+the workers' event loops). First, the
 simulated bank's first `history_days` days are folded straight into the store (no Kafka):
 a bank's customers come with months of history, and the worker's CPU per event grows with
 it (bigger states to encode and write). Without it the states grew from ~425 to ~640 B
 over the three repeats of a full run, and every repeat had a higher p99 than the one
-before. Each deployment then starts its own embedded broker, workers and API on that store:
+before. Each deployment then starts its own embedded broker, workers, learner and API on that store:
 the embedded broker's CPU per fetch grows with every record batch it holds
 (`benchmarks.embedded_broker`), so with one broker for the whole run each repeat paid for
 the batches of the ones before (its CPU share 11, 19 and 32% at 10,000 events/s, the
@@ -475,6 +477,7 @@ class Rig:
 
     settings: Settings
     workers: list[Child]
+    learner: Child
     api: Child
     broker_pid: int
     redis: Redis
@@ -492,6 +495,7 @@ class Rig:
         cls,
         settings: Settings,
         workers: list[Child],
+        learner: Child,
         api: Child,
         broker_pid: int,
         book: ProbeBook,
@@ -509,6 +513,7 @@ class Rig:
         return cls(
             settings=settings,
             workers=workers,
+            learner=learner,
             api=api,
             broker_pid=broker_pid,
             redis=redis,
@@ -542,6 +547,7 @@ class Rig:
     def check_children(self) -> None:
         for worker in self.workers:
             worker.check()
+        self.learner.check()
         self.api.check()
 
     async def wait_for_workers(self) -> None:
@@ -559,10 +565,11 @@ class Rig:
         )
 
     async def cpu_seconds(self) -> dict[str, float]:
-        """CPU used so far: the workers together, the API, this process (producer, probes),
-        Valkey, Kafka."""
+        """CPU used so far: the workers together, the learner, the API, this process
+        (producer, probes), Valkey, Kafka."""
         return {
             "worker": sum(process_cpu_seconds(worker.process.pid) for worker in self.workers),
+            "learner": process_cpu_seconds(self.learner.process.pid),
             "api": process_cpu_seconds(self.api.process.pid),
             "client": time.process_time(),
             "valkey": await server_cpu_seconds(self.redis),
@@ -813,12 +820,14 @@ def run(quick: bool = False) -> Result:
 def _engine(
     runner: asyncio.Runner, settings: Settings, logs_dir: Path, book: ProbeBook, workers: int
 ) -> Iterator[Rig]:
-    """A fresh embedded broker with `workers` workers and an API on it (and on `settings`'
-    Redis), ready: the workers share the partitions and the API reads the store."""
+    """A fresh embedded broker with `workers` workers, the learner and an API on it (and on
+    `settings`' Redis), ready: the workers share the partitions and the API reads the store."""
     with EmbeddedServices(redis=False, kafka=True) as broker, contextlib.ExitStack() as children:
         assert broker.kafka is not None
         assert broker.kafka.pid is not None
-        on_broker = settings.model_copy(update={"kafka_bootstrap": broker.kafka.bootstrap})
+        on_broker = settings.model_copy(
+            update={"kafka_bootstrap": broker.kafka.bootstrap, "learner_in_workers": False}
+        )
         runner.run(ensure_topics(on_broker))
         worker_children = []
         for number in range(1, workers + 1):
@@ -828,9 +837,13 @@ def _engine(
             worker_children.append(
                 Child(children.enter_context(engine_process("worker", on_broker, log)), log)
             )
+        learner_log = logs_dir / "learner.log"
+        learner = Child(
+            children.enter_context(engine_process("learner", on_broker, learner_log)), learner_log
+        )
         api_log = logs_dir / "api.log"
         api = Child(children.enter_context(engine_process("api", on_broker, api_log)), api_log)
-        rig = runner.run(Rig.open(on_broker, worker_children, api, broker.kafka.pid, book))
+        rig = runner.run(Rig.open(on_broker, worker_children, learner, api, broker.kafka.pid, book))
         try:
             runner.run(_warm_up(rig))
             yield rig
@@ -920,7 +933,8 @@ def _load_note(figures: dict[str, Series], prefix: str, rate: int, workers: int)
         f"{median['drain_s']:.2f} s later; p50/p90/p99/max {median['p50_ms']:,.0f}/"
         f"{median['p90_ms']:,.0f}/{median['p99_ms']:,.0f}/{median['max_ms']:,.0f} ms over "
         f"{median['probes']:.0f} probes ({median['probes_skipped']:.0f} skipped); CPU shares: "
-        f"workers {median['worker_cpu_share']:.0%}, API {median['api_cpu_share']:.0%}, Valkey "
+        f"workers {median['worker_cpu_share']:.0%}, learner {median['learner_cpu_share']:.0%}, "
+        f"API {median['api_cpu_share']:.0%}, Valkey "
         f"{median['valkey_cpu_share']:.0%}, Kafka {median['broker_cpu_share']:.0%}, producer "
         f"and probes {median['client_cpu_share']:.0%}"
     )

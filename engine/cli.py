@@ -1,7 +1,7 @@
-"""The `nba` command: `up`, `demo`, `worker`, `api`, `validate`.
+"""The `nba` command: `up`, `demo`, `worker`, `api`, `learner`, `validate`.
 
-The worker (Faust) and the API (uvicorn) are imported only by the command that runs
-them, so each process loads just what it needs.
+The worker (Faust), the API (uvicorn) and the learner are imported only by the command
+that runs them, so each process loads just what it needs.
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("worker", help="run one Faust worker (needs NBA_REDIS_URL, ...)")
     commands.add_parser("api", help="run the HTTP API (needs NBA_REDIS_URL, ...)")
+    commands.add_parser(
+        "learner", help="run the churn and segment learner and the base walk (needs NBA_REDIS_URL)"
+    )
 
     validate = commands.add_parser("validate", help="check an action catalog file")
     validate.add_argument("catalog", type=Path, nargs="?", default=None)
@@ -68,14 +71,18 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _up(settings, args.api_port, args.workers)
     if args.command == "demo":
         return _demo(settings, args)
-    if args.command in ("worker", "api"):
+    if args.command in ("worker", "api", "learner"):
         try:
-            settings.require_servers()
+            if args.command == "learner":
+                settings.require_redis()  # the learner needs no broker
+            else:
+                settings.require_servers()
             settings.require_model_key()
         except ValueError as error:
             console.print(f"[red]nba {args.command}[/red]: {escape(str(error))}")
             return 2
-        return _worker(settings) if args.command == "worker" else _api(settings)
+        process = {"worker": _worker, "api": _api, "learner": _learner}[args.command]
+        return process(settings)
     return _validate(args.catalog or settings.catalog_path)
 
 
@@ -83,6 +90,13 @@ def _worker(settings: Settings) -> int:
     from engine.worker import run_worker
 
     run_worker(settings)
+    return 0
+
+
+def _learner(settings: Settings) -> int:
+    from engine.learner import run_learner
+
+    run_learner(settings)
     return 0
 
 

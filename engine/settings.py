@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     lifecycle_churned_days: int = Field(default=LifecycleThresholds().churned_after_days, gt=0)
     catalog_path: Path = DEFAULT_CATALOG
     worker_id: str = Field(default="nba-worker", description="Kafka consumer group of workers")
+    learner_in_workers: bool = Field(
+        default=True,
+        description="workers also run the churn and segment learner and the walk over the "
+        "customer base (one process at a time, by lock); `nba up` turns it off and runs them "
+        "in an `nba learner` process, off the workers' event loops",
+    )
     kafka_session_timeout_s: float = Field(
         default=60.0,
         ge=3.0,
@@ -236,6 +242,14 @@ class Settings(BaseSettings):
         ]
         raise ValueError(
             f"{' and '.join(missing)} must be set (or run `nba up`, which starts embedded servers)"
+        )
+
+    def require_redis(self) -> str:
+        """The Redis URL, or an error saying how to set it (the learner needs no broker)."""
+        if self.redis_url:
+            return self.redis_url
+        raise ValueError(
+            "NBA_REDIS_URL must be set (or run `nba up`, which starts embedded servers)"
         )
 
     def as_environment(self) -> dict[str, str]:

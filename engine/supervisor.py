@@ -1,14 +1,17 @@
-"""Run the whole system from one command: servers, Faust workers (one by default), the API.
+"""Run the whole system from one command: servers, Faust workers (one by default), the
+learner, the API.
 
 Servers not configured (`NBA_REDIS_URL`, `NBA_KAFKA_BOOTSTRAP`) are started embedded.
 Without `NBA_MODEL_KEY`, a random checkpoint key is generated for this run and given to
 both children (a checkpoint left in a persistent Redis by an earlier run is then refused,
 and learning starts over from the priors: set the key to keep learning across runs).
-The workers and the API run as child processes — the same `nba worker` and `nba api`
-commands a production deployment scales out — each in its own process group and set to
-die with the supervisor, so no process outlives it, however it ends. Several workers
-share the partitions of `events`, as in a deployment at scale; the system is ready when
-each has its share, so no rebalance follows right after.
+The workers, the learner and the API run as child processes — the same `nba worker`, `nba
+learner` and `nba api` commands a production deployment runs — each in its own process
+group and set to die with the supervisor, so no process outlives it, however it ends.
+Several workers share the partitions of `events`, as in a deployment at scale; the
+system is ready when each has its share, so no rebalance follows right after. The
+learner runs the whole-base jobs (churn and segments, the base walk) that a lone worker
+would otherwise run on its event loop (`learner_in_workers` is off for the workers).
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ class System:
                 else f"consumes '{self.settings.events_topic}', dead letters to "
                 f"'{self.settings.dlq_topic}', learns from '{self.settings.outcomes_topic}'",
             ),
+            ("learner", "churn and segments learned and checkpointed, the base walk"),
             ("API", f"{self.api_url}  (docs: {self.api_url}/docs)"),
         ]
         rows += [
@@ -105,7 +109,7 @@ class System:
         return next((child for child in self.children if child.process.poll() is not None), None)
 
     def stop(self) -> None:
-        """Stop the API, then the workers, then the embedded servers."""
+        """Stop the API, then the learner and the workers, then the embedded servers."""
         for child in reversed(self.children):
             child.stop()
         self.servers.stop()
@@ -128,8 +132,8 @@ def start_system(
     ready.
 
     With `log_dir`, each child writes its output to `<log_dir>/<name>.log` (the workers
-    are `worker`, or `worker-1`, `worker-2`, …); otherwise it shares the terminal. On
-    failure everything started so far is stopped again.
+    are `worker`, or `worker-1`, `worker-2`, …; then `learner` and `api`); otherwise it
+    shares the terminal. On failure everything started so far is stopped again.
     """
     if workers < 1:
         raise ValueError(f"at least one worker is needed, not {workers}")
@@ -137,7 +141,7 @@ def start_system(
         redis=settings.redis_url is None, kafka=settings.kafka_bootstrap is None
     )
     servers.__enter__()
-    overrides: dict[str, object] = {}
+    overrides: dict[str, object] = {"learner_in_workers": False}
     if servers.redis:
         overrides["redis_url"] = servers.redis.url
     if servers.kafka:
@@ -161,6 +165,7 @@ def start_system(
         names = ["worker"] if workers == 1 else [f"worker-{n}" for n in range(1, workers + 1)]
         for name in names:
             system.children.append(_spawn("worker", env, log_dir, name))
+        system.children.append(_spawn("learner", env, log_dir, "learner"))
         system.children.append(_spawn("api", env, log_dir, "api"))
         _wait_until_ready(system)
     except BaseException:

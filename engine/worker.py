@@ -20,10 +20,11 @@ checkpoint before they are acknowledged (`models.learning.Learner`); the API loa
 new version. A crash loses no outcome; those checkpointed but whose offsets Kafka had
 not committed yet are learned again.
 
-`walk_customer_base` (a timer, one worker at a time by lock): reads a few hundred
-customer states per tick towards the base-wide RFM quintile edges (`features.tiers`).
-After each applied batch, `identity_linked` events link identifiers to their customer
-(`RedisFeatureStore.link`, merging features).
+`walk_customer_base` and `learn_customer_models` (timers, one process at a time by lock):
+the whole-base jobs of `engine.learner`, run here only with `learner_in_workers` (the
+default for a lone `nba worker`); `nba up` runs them in a learner process instead, off
+this event loop. After each applied batch, `identity_linked` events link identifiers to
+their customer (`RedisFeatureStore.link`, merging features).
 
 `expire_unanswered` (a timer, every `NO_ANSWER_SWEEP_INTERVAL_S` on every worker): closes
 the no-answer windows that are due in one atomic Redis script, then hands the closed
@@ -35,68 +36,51 @@ skips negatives it already learned.
 Churn risk and segments (`models.churn`, `models.segments`): after each batch is applied,
 `apply_events` feeds them (`CustomerModelsFeed`: closure labels queued, activity noted,
 the event-time watermark moved, one snapshot and segment sample per customer per churn
-horizon). `learn_customer_models` (a timer on every worker, every
-`checkpoint_interval_s`) learns them in one place: the worker holding a Redis lock
-(`CustomerModelsLearner`) expires due labels, learns both models and checkpoints them
-(`nba:model:churn`, `nba:model:segments`). A lock, not the `outcomes` partition, because
-the labels come from every events partition and from the clock, not from a topic: no
-topic to add, and a lost holder is replaced within the lock's TTL.
+horizon). `learn_customer_models` (every `checkpoint_interval_s`) learns them in one
+place: the process holding a Redis lock (`CustomerModelsLearner`) expires due labels,
+learns both models and checkpoints them (`nba:model:churn`, `nba:model:segments`). A
+lock, not the `outcomes` partition, because the labels come from every events partition
+and from the clock, not from a topic: no topic to add, and a lost holder is replaced
+within the lock's TTL.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import socket
 import tempfile
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import faust
 import orjson
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from actions.catalog import load_catalog
 from actions.decision_log import Attribution, DecisionLog
-from engine.redis_client import connect_redis
+from engine.learner import (
+    BASE_WALK_INTERVAL_S,
+    BaseJobs,
+    pending_churn_labels,
+    process_name,
+)
+from engine.redis_client import connect_redis, retrying_redis
 from engine.runtime import tune_garbage_collector
 from engine.settings import Settings
-from features.derived import FEATURES
 from features.events import Event, EventType, Rejection, decode_message
 from features.state import FeatureFold
 from features.stats import IngestStats
 from features.store import LateEvent, RedisFeatureStore
-from features.tiers import BaseWalker, EdgesCache
-from models.checkpoints import (
-    CheckpointRefusedError,
-    CheckpointStore,
-    StaleCheckpointError,
-)
-from models.churn import (
-    CustomerModelsFeed,
-    CustomerModelsLearner,
-    CustomerModelStores,
-    PendingChurnLabels,
-    SnapshotBudget,
-)
+from features.tiers import EdgesCache
+from models.checkpoints import CheckpointStore
+from models.churn import CustomerModelsFeed, SnapshotBudget
 from models.learning import Learner, Outcome, decode_outcomes, encode_outcomes
 from models.offpolicy import BanditLog
-from models.segments import Segmenter, SegmentSamples
+from models.segments import SegmentSamples
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 HEARTBEAT_INTERVAL_S = 2.0
-#: The base walk reads this many keys this often (~2,000 states a second, in short steps:
-#: a step blocks the event loop while it decodes, and events wait behind it).
-BASE_WALK_INTERVAL_S = 0.25
-BASE_WALK_KEYS_PER_STEP = 500
-FIRST_RETRY_DELAY_S = 0.1
-MAX_RETRY_DELAY_S = 5.0
 #: Messages of `events` applied together at most, and how long a batch waits to fill up:
 #: under load a batch is several envelopes (one store transaction and one churn script
 #: for all); a lone message waits EVENT_BATCH_WAIT_S before it is applied.
@@ -110,7 +94,6 @@ NO_ANSWER_SWEEP_INTERVAL_S = 1.0
 NO_ANSWER_BATCH = 1000
 #: How often each worker re-reads the RFM quintile edges its churn snapshots are read with.
 RFM_EDGES_REFRESH_S = 5.0
-SECONDS_PER_DAY = 86_400.0
 #: No-answer negatives per `outcomes` message (keeps a message well under Kafka's 1 MB).
 OUTCOMES_PER_MESSAGE = 100
 
@@ -141,15 +124,6 @@ def late_rejections(late: list[LateEvent], items: Sequence[Any]) -> list[Rejecti
         Rejection(index_of[refused.event.event_id], refused.event.event_id, refused.reason)
         for refused in late
     ]
-
-
-def new_segmenter(settings: Settings) -> Segmenter:
-    """An unlearned segmenter as configured, describing traits with the features' words."""
-    return Segmenter(
-        settings.segments_count,
-        warmup=settings.segments_warmup,
-        descriptions={feature.name: feature.description for feature in FEATURES},
-    )
 
 
 def create_app(settings: Settings, *, datadir: Path) -> faust.App:
@@ -209,39 +183,14 @@ def create_app(settings: Settings, *, datadir: Path) -> faust.App:
             redis, key_prefix=settings.key_prefix, size=settings.offpolicy_log_size
         ),
     )
-    worker_name = f"{socket.gethostname()}:{os.getpid()}"
-    base_walker = BaseWalker(
-        redis,
-        store.fold,
-        key_prefix=settings.key_prefix,
-        owner=worker_name,
-        keys_per_step=BASE_WALK_KEYS_PER_STEP,
-    )
-    churn_labels = PendingChurnLabels(
-        redis,
-        key_prefix=settings.key_prefix,
-        horizon_s=settings.churn_horizon_days * SECONDS_PER_DAY,
-        dormant_after_s=settings.churn_dormant_days * SECONDS_PER_DAY,
-    )
-    segment_samples = SegmentSamples(redis, key_prefix=settings.key_prefix)
+    worker_name = process_name("worker")
     customer_feed = CustomerModelsFeed(
-        churn_labels, segment_samples, store, SnapshotBudget(settings.churn_snapshots_per_s)
+        pending_churn_labels(redis, settings),
+        SegmentSamples(redis, key_prefix=settings.key_prefix),
+        store,
+        SnapshotBudget(settings.churn_snapshots_per_s),
     )
     rfm_edges = EdgesCache(redis, key_prefix=settings.key_prefix)
-    model_stores = CustomerModelStores.open(
-        redis, key_prefix=settings.key_prefix, signing_key=signing_key
-    )
-    customer_models = CustomerModelsLearner(
-        redis,
-        churn_labels,
-        segment_samples,
-        model_stores.churn,
-        model_stores.segments,
-        new_segmenter=partial(new_segmenter, settings),
-        owner=worker_name,
-        key_prefix=settings.key_prefix,
-        lateness_s=settings.allowed_lateness_s,
-    )
 
     async def send_dead_letters(
         rejections: Sequence[Rejection], items: Sequence[Any], message: faust.types.EventT
@@ -260,23 +209,23 @@ def create_app(settings: Settings, *, datadir: Path) -> faust.App:
             events += valid
             await send_dead_letters(rejections, items, message)
         rejected = sum(len(rejections) for _, _, rejections, _ in decoded)
-        result = await _retrying_redis(
+        result = await retrying_redis(
             partial(store.apply, events, count_into=stats, rejected=rejected)
         )
         for linked in (e for e in events if e.type is EventType.IDENTITY_LINKED):
             identifier = str(linked.attrs["identifier"])
-            await _retrying_redis(partial(store.link, linked.customer_id, identifier))
-        await _retrying_redis(partial(customer_feed.observe, events, rfm_edges.current))
+            await retrying_redis(partial(store.link, linked.customer_id, identifier))
+        await retrying_redis(partial(customer_feed.observe, events, rfm_edges.current))
         if result.late:
             for message, valid, _, items in decoded:
                 ids = {event.event_id for event in valid}
                 late = [refused for refused in result.late if refused.event.event_id in ids]
                 await send_dead_letters(late_rejections(late, items), items, message)
-        attribution = await _retrying_redis(partial(decision_log.attribute, events))
+        attribution = await retrying_redis(partial(decision_log.attribute, events))
         if attribution.outcomes:
             delivery = await outcomes_topic.send(value=encode_outcomes(attribution.outcomes))
             await delivery  # on the broker before the answers are marked learned
-        await _retrying_redis(partial(decision_log.settle, attribution))
+        await retrying_redis(partial(decision_log.settle, attribution))
         _log_skipped(attribution)
 
     @app.agent(events_topic)
@@ -306,7 +255,7 @@ def create_app(settings: Settings, *, datadir: Path) -> faust.App:
                 except ValueError as error:
                     log.error("outcomes at offset %s skipped: %s", event.message.offset, error)
             if outcomes:
-                learned = await _retrying_redis(partial(learner.learn, outcomes))
+                learned = await retrying_redis(partial(learner.learn, outcomes))
                 log.info(
                     "learned %d outcomes (%d skipped); model checkpoint version %d",
                     learned.learned,
@@ -314,34 +263,21 @@ def create_app(settings: Settings, *, datadir: Path) -> faust.App:
                     learned.checkpoint.version,
                 )
 
-    @app.timer(BASE_WALK_INTERVAL_S)
-    async def walk_customer_base() -> None:
-        """A few hundred customers per tick towards the RFM quintile edges (one walker)."""
-        edges = await _retrying_redis(base_walker.step)
-        if edges:
-            log.info("RFM quintile edges refreshed: %s", edges)
-
     @app.timer(RFM_EDGES_REFRESH_S)
     async def refresh_rfm_edges() -> None:
         """The quintile edges churn snapshots and segment samples read value tiers with."""
-        await _retrying_redis(rfm_edges.refresh)
+        await retrying_redis(rfm_edges.refresh)
 
-    @app.timer(settings.checkpoint_interval_s)
-    async def learn_customer_models() -> None:
-        """Churn labels and segment samples learned and checkpointed, by the lock holder."""
-        try:
-            step = await _retrying_redis(customer_models.step)
-        except (StaleCheckpointError, CheckpointRefusedError) as error:
-            log.error("churn/segments not checkpointed: %s", error)
-            return
-        if step is not None and (step.churn_labels or step.segment_samples):
-            log.info(
-                "learned %d churn labels (version %d) and %d segment samples (version %d)",
-                step.churn_labels,
-                step.churn_version,
-                step.segment_samples,
-                step.segments_version,
-            )
+    if settings.learner_in_workers:
+        jobs = BaseJobs.open(redis, settings, store.fold, owner=worker_name)
+
+        @app.timer(BASE_WALK_INTERVAL_S)
+        async def walk_customer_base() -> None:
+            await jobs.walk_customer_base()
+
+        @app.timer(settings.checkpoint_interval_s)
+        async def learn_customer_models() -> None:
+            await jobs.learn_customer_models()
 
     @app.timer(HEARTBEAT_INTERVAL_S)
     async def heartbeat() -> None:
@@ -358,10 +294,10 @@ def create_app(settings: Settings, *, datadir: Path) -> faust.App:
 
     @app.timer(NO_ANSWER_SWEEP_INTERVAL_S)
     async def expire_unanswered() -> None:
-        closed = await _retrying_redis(
+        closed = await retrying_redis(
             partial(decision_log.expire_unanswered, limit=NO_ANSWER_BATCH)
         )
-        sent = await _retrying_redis(
+        sent = await retrying_redis(
             partial(decision_log.forward_unanswered, send_outcomes, limit=NO_ANSWER_BATCH)
         )
         if closed or sent:
@@ -385,18 +321,6 @@ def _log_skipped(attribution: Attribution) -> None:
                 event.decision_id,
                 reason,
             )
-
-
-async def _retrying_redis(operation: Callable[[], Awaitable[T]]) -> T:
-    """Run a Redis operation, waiting out an outage (with backoff) rather than losing work."""
-    delay = FIRST_RETRY_DELAY_S
-    while True:
-        try:
-            return await operation()
-        except (RedisConnectionError, RedisTimeoutError) as error:
-            log.warning("Redis unavailable (%s); retrying in %.1f s", error, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, MAX_RETRY_DELAY_S)
 
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:

@@ -23,6 +23,12 @@ def test_a_missing_model_key_is_a_clear_error_where_it_is_needed() -> None:
         Settings().require_model_key()
 
 
+def test_the_learner_needs_redis_but_no_broker() -> None:
+    assert Settings(redis_url="redis://r:6379/0").require_redis() == "redis://r:6379/0"
+    with pytest.raises(ValueError, match="NBA_REDIS_URL must be set"):
+        Settings(kafka_bootstrap="k:9092").require_redis()
+
+
 def test_the_model_key_reaches_children_but_not_logs() -> None:
     settings = Settings(model_key=KEY)
     assert settings.require_model_key() == KEY.encode()

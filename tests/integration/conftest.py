@@ -1,4 +1,5 @@
-"""Fixtures for whole-system runs: a real Faust worker process on the session's servers."""
+"""Fixtures for whole-system runs: a real Faust worker process on the session's servers, and
+a real learner process."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,13 +27,7 @@ async def worker(
     """`nba worker` as a child process, returned once it owns every partition."""
     await ensure_topics(settings)
     log_path = tmp_path / "worker.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "worker"],
-            env={**os.environ, **settings.as_environment()},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    process = _start("worker", settings, log_path)
     try:
         await _wait_for_partitions(settings, redis, process, log_path)
         yield process
@@ -43,6 +38,29 @@ async def worker(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def learner(settings: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`nba learner` as a child process (it needs no readiness: its jobs step from start)."""
+    log_path = tmp_path / "learner.log"
+    process = _start("learner", settings, log_path)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        assert process.wait(timeout=20) == 0, log_path.read_text()
+
+
+def _start(command: str, settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    """`nba <command>` on `settings`, its output to `log_path`."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", command],
+            env={**os.environ, **settings.as_environment()},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 async def _wait_for_partitions(

@@ -92,7 +92,7 @@ def test_up_serves_then_stops_everything_it_started(
     process, api_url, log_path = start_up(tmp_path)
     started = descendants(process.pid)
     try:
-        assert len(started) >= 4, "valkey, tansu, worker and api should be running"
+        assert len(started) >= 5, "valkey, tansu, worker, learner and api should be running"
         event = {"event_id": "cli-1", "customer_id": "C1", "type": "login",
                  "channel": "branch", "ts": "2026-02-01T10:00:00Z"}  # fmt: skip
         assert httpx.post(f"{api_url}/v1/events", json=event).status_code == 202
@@ -118,7 +118,7 @@ def test_up_uses_configured_servers_instead_of_starting_its_own(
     try:
         commands = {Path(f"/proc/{pid}/cmdline").read_bytes() for pid in descendants(process.pid)}
         assert not [c for c in commands if b"valkey-server" in c or b"tansu" in c]
-        assert len(commands) == 2, "only the worker and the API"
+        assert len(commands) == 3, "only the worker, the learner and the API"
         event = {"event_id": "cfg-1", "customer_id": "C7", "type": "login",
                  "channel": "web", "ts": "2026-02-01T10:00:00Z"}  # fmt: skip
         assert httpx.post(f"{api_url}/v1/events", json=event).status_code == 202
@@ -128,6 +128,10 @@ def test_up_uses_configured_servers_instead_of_starting_its_own(
             while not client.exists(features_key):
                 assert time.monotonic() < deadline, "the event never reached the given Redis"
                 time.sleep(0.2)
+            # churn and segments are learned by the learner, off the worker's event loop
+            holder = client.get(f"{settings.key_prefix}nba:lock:customer-models")
+            assert holder is not None
+            assert holder.startswith(b"learner@"), holder
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(EXIT_TIMEOUT_S) == 0, log_path.read_text()
@@ -166,6 +170,17 @@ def test_up_refuses_a_worker_count_below_one() -> None:
     )
     assert finished.returncode == 2
     assert b"at least one worker is needed, not 0" in finished.stderr
+
+
+def test_the_learner_refuses_to_start_without_redis() -> None:
+    finished = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "learner"],
+        env=clean_environment(),
+        capture_output=True,
+        timeout=60,
+    )
+    assert finished.returncode == 2
+    assert b"NBA_REDIS_URL must be set" in finished.stdout + finished.stderr
 
 
 def test_a_stopped_worker_leaves_no_data_folder_behind(tmp_path: Path, settings: Settings) -> None:

@@ -18,12 +18,28 @@ from tests.integration.test_learning import serve
 TIMEOUT_S = 30.0
 
 
-@pytest.fixture
-def settings(settings: Settings) -> Settings:
-    """A one-day churn horizon and a two-customer warm-up, so that a test can reach them."""
+@pytest.fixture(params=["learner process", "learner in the worker"])
+def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """A one-day churn horizon and a two-customer warm-up, so that a test can reach them;
+    the churn and segment learner in a process of its own (as `nba up` runs it) or in the
+    worker (a lone `nba worker`)."""
     return settings.model_copy(
-        update={"churn_horizon_days": 1.0, "churn_dormant_days": 1.0, "segments_warmup": 2}
+        update={
+            "churn_horizon_days": 1.0,
+            "churn_dormant_days": 1.0,
+            "segments_warmup": 2,
+            "learner_in_workers": request.param == "learner in the worker",
+        }
     )
+
+
+@pytest.fixture
+def learning(settings: Settings, request: pytest.FixtureRequest) -> str:
+    """Who learns: the `nba learner` process, started here unless the worker learns."""
+    if settings.learner_in_workers:
+        return "worker@"
+    request.getfixturevalue("learner")
+    return "learner@"
 
 
 def event(event_id: str, customer_id: str, kind: str, ts: str, **fields: Any) -> dict[str, Any]:
@@ -41,7 +57,7 @@ async def post_and_wait(api: httpx.AsyncClient, events: list[dict[str, Any]]) ->
 
 
 async def test_churn_labels_are_resolved_learned_and_served_with_segments(
-    settings: Settings, redis: Redis, worker: subprocess.Popen[bytes]
+    settings: Settings, redis: Redis, worker: subprocess.Popen[bytes], learning: str
 ) -> None:
     churn_store = CustomerModelStores.open(
         redis, key_prefix=settings.key_prefix, signing_key=settings.require_model_key()
@@ -67,6 +83,9 @@ async def test_churn_labels_are_resolved_learned_and_served_with_segments(
                 await asyncio.sleep(0.1)
         # B closed; A dormant; B's snapshot taken after the closure dormant too
         assert stored.model.labels_learned == 3
+        holder = await redis.get(f"{settings.key_prefix}nba:lock:customer-models")
+        assert holder is not None
+        assert holder.decode().startswith(learning), holder
 
         async with asyncio.timeout(TIMEOUT_S):
             while (body := (await api.get("/v1/customers/A")).json())["models"][
