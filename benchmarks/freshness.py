@@ -2,21 +2,21 @@
 
 Real `nba worker`, `nba learner` and `nba api` processes run on fresh embedded servers, as
 `nba up` runs them (the churn and segment learner and the base walk in the learner, off
-the workers' event loops). First, the
-simulated bank's first `history_days` days are folded straight into the store (no Kafka):
-a bank's customers come with months of history, and the worker's CPU per event grows with
-it (bigger states to encode and write). Without it the states grew from ~425 to ~640 B
-over the three repeats of a full run, and every repeat had a higher p99 than the one
-before. Each deployment then starts its own embedded broker, workers, learner and API on that store:
-the embedded broker's CPU per fetch grows with every record batch it holds
-(`benchmarks.embedded_broker`), so with one broker for the whole run each repeat paid for
-the batches of the ones before (its CPU share 11, 19 and 32% at 10,000 events/s, the
-third repeat's p99 the worst), a cost a Kafka deployment does not have.
+the workers' event loops). First, the simulated bank's first `history_days` days are
+folded straight into the store (no Kafka): a bank's customers come with months of
+history, and the worker's CPU per event grows with it (bigger states to encode and
+write). Without it the states grew from ~425 to ~640 B over the three repeats of a full
+run, and every repeat had a higher p99 than the one before. Each deployment then starts
+its own embedded broker, workers, learner and API on that store: the embedded broker's
+CPU per fetch grows with every record batch it holds (`benchmarks.embedded_broker`), so
+with one broker for the whole run each repeat paid for the batches of the ones before
+(its CPU share 11, 19 and 32% at 10,000 events/s, the third repeat's p99 the worst), a
+cost a Kafka deployment does not have.
 
 A repeat measures two deployments, one after the other (alternating which goes first):
 one worker, and two workers sharing the partitions, one per core of this machine, as the
-README's deployment at scale runs them. One worker spends ~50–60 µs of CPU per event on
-90-day histories, so at 10,000 events/s it is busy over half the time and an event waits
+README's deployment at scale runs them. One worker spends ~40–50 µs of CPU per event on
+90-day histories, so at 10,000 events/s it is busy about half the time and an event waits
 behind the whole batch ahead of it; two take the batches of their partitions in
 parallel. Each deployment has three phases, each starting once the workers have caught up:
 

@@ -3,7 +3,7 @@ learner, the API.
 
 Servers not configured (`NBA_REDIS_URL`, `NBA_KAFKA_BOOTSTRAP`) are started embedded.
 Without `NBA_MODEL_KEY`, a random checkpoint key is generated for this run and given to
-both children (a checkpoint left in a persistent Redis by an earlier run is then refused,
+every child (a checkpoint left in a persistent Redis by an earlier run is then refused,
 and learning starts over from the priors: set the key to keep learning across runs).
 The workers, the learner and the API run as child processes — the same `nba worker`, `nba
 learner` and `nba api` commands a production deployment runs — each in its own process
