@@ -15,7 +15,7 @@ cost a Kafka deployment does not have.
 
 A repeat measures two deployments, one after the other (alternating which goes first):
 one worker, and two workers sharing the partitions, one per core of this machine, as the
-README's deployment at scale runs them. One worker spends ~40–50 µs of CPU per event on
+README's deployment at scale runs them. One worker spends ~40–55 µs of CPU per event on
 90-day histories, so at 10,000 events/s it is busy about half the time and an event waits
 behind the whole batch ahead of it; two take the batches of their partitions in
 parallel. Each deployment has three phases, each starting once the workers have caught up:
