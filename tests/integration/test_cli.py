@@ -129,8 +129,10 @@ def test_up_uses_configured_servers_instead_of_starting_its_own(
                 assert time.monotonic() < deadline, "the event never reached the given Redis"
                 time.sleep(0.2)
             # churn and segments are learned by the learner, off the worker's event loop
-            holder = client.get(f"{settings.key_prefix}nba:lock:customer-models")
-            assert holder is not None
+            lock_key = f"{settings.key_prefix}nba:lock:customer-models"
+            while (holder := client.get(lock_key)) is None:
+                assert time.monotonic() < deadline, "nothing took the customer-models lock"
+                time.sleep(0.2)
             assert holder.startswith(b"learner@"), holder
     finally:
         process.send_signal(signal.SIGTERM)
