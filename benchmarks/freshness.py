@@ -783,7 +783,7 @@ def run(quick: bool = False) -> Result:
             f"{NAME}: background {LOW_RATE:,} and {HIGH_RATE:,} events/s of {CUSTOMERS:,} "
             f"customers, a probe every {PROBE_INTERVAL_S * 1000:.0f} ms, {plan.repeats} "
             f"repeats of {' and '.join(map(str, WORKER_COUNTS))} workers, each deployment "
-            "with its own broker, workers and API",
+            "with its own broker, workers, learner and API",
             flush=True,
         )
         repeats = itertools.count(1)
@@ -831,9 +831,7 @@ def _engine(
         runner.run(ensure_topics(on_broker))
         worker_children = []
         for number in range(1, workers + 1):
-            worker_dir = logs_dir / f"worker-{number}"
-            worker_dir.mkdir()
-            log = worker_dir / "worker.log"
+            log = logs_dir / f"worker-{number}.log"
             worker_children.append(
                 Child(children.enter_context(engine_process("worker", on_broker, log)), log)
             )

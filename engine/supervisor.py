@@ -128,8 +128,8 @@ def start_system(
     log_dir: Path | None = None,
     workers: int = 1,
 ) -> System:
-    """Start servers as needed, create topics, start the workers and the API; wait until
-    ready.
+    """Start servers as needed, create topics, start the workers, the learner and the API;
+    wait until ready.
 
     With `log_dir`, each child writes its output to `<log_dir>/<name>.log` (the workers
     are `worker`, or `worker-1`, `worker-2`, …; then `learner` and `api`); otherwise it
