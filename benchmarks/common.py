@@ -487,8 +487,8 @@ async def fold_history(redis: Redis, settings: Settings, days: Iterable[list[Eve
     What a bank's customers bring to a benchmark's timed part: months of history. Their
     states' size, and with it each event's cost (encoding, writing), grows with it: the
     states of the simulated bank grow from ~425 B after 9 days to ~640 B after 26.
-    Straight through `RedisFeatureStore.apply`, without Kafka and without counting the
-    events as ingested.
+    Straight through `RedisFeatureStore.apply_batches`, without Kafka and without counting
+    the events as ingested.
     """
     store = RedisFeatureStore(
         redis,
@@ -498,8 +498,7 @@ async def fold_history(redis: Redis, settings: Settings, days: Iterable[list[Eve
     )
     folded = 0
     for number, events in enumerate(days, start=1):
-        for start in range(0, len(events), HISTORY_BATCH):
-            await store.apply(events[start : start + HISTORY_BATCH])
+        await store.apply_batches(batches(events, HISTORY_BATCH))
         folded += len(events)
         if number % 10 == 0:
             print(f"  history: {number} days folded, {folded:,} events", flush=True)

@@ -32,6 +32,16 @@ states and links read under WATCH, identities resolved, one MULTI/MSET/EXEC, ret
 from fresh states until no other writer intervened. Either way no update is ever lost
 and none applied twice.
 
+Bulk loads (a history loaded, a stream replayed, from one process): `apply_batches`
+keeps each batch's conditional write in flight while it folds the next batch, on from the
+states that write carries, so this process and Redis work at the same time instead of
+taking turns (~1.2–1.35× the events/s of one batch at a time, `benchmarks.ingest_store`).
+A write that finds a change is redone the careful way, and the batch folded after it
+too, in order. The worker does not use it: it acknowledges a batch's messages only once
+they are written, so it cannot fold ahead. It needs the state cache (`cached_states`):
+without it, a batch sharing customers with the one in flight reads their states before
+that write lands, fails its own write and is redone the careful way.
+
 Redis Cluster: the write script, like a multi-key WATCH/MGET/MULTI, needs all its keys in
 one slot; a cluster deployment must split the batch per slot. The store writes each batch
 in one script or transaction over all its customers, which suits a standalone Redis or
@@ -40,13 +50,15 @@ Valkey.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import WatchError
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import NoScriptError, WatchError
 
 from features.events import Event, iter_customer_groups
 from features.reading import Features, read_features
@@ -141,6 +153,63 @@ class ApplyResult:
     late: list[LateEvent] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _ReadBatch:
+    """A batch grouped by customer, with each customer's state and the bytes it was stored as
+    (b"" for a new customer), ready to fold."""
+
+    groups: list[tuple[str, list[Event]]]
+    keys: list[str]
+    stored: list[bytes]
+    states: list[CustomerState]
+    new_customer_aliases: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _ConditionalWrite:
+    """A folded batch: per customer its key, the bytes expected in Redis, the new bytes (None
+    if unchanged) and state; the batch's result; the write script's keys and arguments."""
+
+    keys: list[str]
+    stored: list[bytes]
+    folded: list[tuple[str, bytes | None, CustomerState]]
+    result: ApplyResult
+    script_keys: list[str]
+    arguments: list[bytes | int]
+
+    def cached(self) -> Iterator[tuple[str, bytes, CustomerState]]:
+        """What the state cache keeps once the write landed: each state with its bytes."""
+        for (key, raw, state), expected in zip(self.folded, self.stored, strict=True):
+            if raw or expected:
+                yield key, raw or expected, state
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """A bulk batch whose conditional write has been sent and not yet answered."""
+
+    events: list[Event]
+    write: _ConditionalWrite
+    task: asyncio.Future[bool]
+
+
+@dataclass(slots=True)
+class _Totals:
+    """Results of several batches added up."""
+
+    applied: int = 0
+    duplicates: int = 0
+    late: list[LateEvent] = field(default_factory=list)
+
+    def add(self, result: ApplyResult) -> None:
+        self.applied += result.applied
+        self.duplicates += result.duplicates
+        self.late += result.late
+
+    def result(self) -> ApplyResult:
+        return ApplyResult(self.applied, self.duplicates, self.late)
+
+
 class RedisFeatureStore:
     """Customer features in Redis; all I/O of the features package happens here."""
 
@@ -202,6 +271,89 @@ class RedisFeatureStore:
             result = await self._apply_watched(events, count_into, rejected)
         return result
 
+    async def apply_batches(
+        self, batches: Iterable[Sequence[Event]], *, count_into: IngestStats | None = None
+    ) -> ApplyResult:
+        """Apply batches in order, as `apply` would one after the other, for bulk loads.
+
+        Each batch's write is in flight while the next batch is folded, so that this
+        process's folding and Redis's writing overlap instead of taking turns: a history
+        loaded or a stream replayed from one process. The next batch folds on from the
+        states the write in flight carries and its conditional write expects their bytes,
+        so if that write finds a change (another writer, a linked identifier), both
+        batches are applied again the careful way, in order. Returns the batches' results
+        added up.
+        """
+        totals = _Totals()
+        await self._redis.script_load(_WRITE_IF_UNCHANGED)  # so that `_send` can EVALSHA it
+        pending = (list(batch) for batch in batches if batch)
+        batch = next(pending, None)
+        read = await self._read_cached(batch) if batch is not None else None
+        in_flight: _InFlight | None = None
+        try:
+            while batch is not None:
+                write = self._fold_read(read, count_into, 0) if read is not None else None
+                if in_flight is not None and not await self._landed(in_flight, count_into, totals):
+                    write = None  # folded on from states that never landed: dropped
+                following = next(pending, None)
+                if write is None:  # a linked identifier, or the write before did not land
+                    totals.add(await self.apply(batch, count_into=count_into))
+                    in_flight = None
+                    read = await self._read_cached(following) if following is not None else None
+                else:
+                    self.state_cache.keep(write.cached())  # the next batch folds on from these
+                    # read before this write is sent, so that Redis answers the read at once
+                    read = await self._read_cached(following) if following is not None else None
+                    in_flight = _InFlight(batch, write, await self._send(write))
+                batch = following
+            if in_flight is not None:
+                await self._landed(in_flight, count_into, totals)
+        finally:
+            if in_flight is not None and not in_flight.task.done():
+                in_flight.task.cancel()  # an error above: its connection is closed, not reused
+        return totals.result()
+
+    async def _send(self, write: _ConditionalWrite) -> asyncio.Future[bool]:
+        """Send a conditional write, returning once Redis has it (whether it wrote, to await).
+
+        On a connection of its own from the pool: redis-py's calls return only with the
+        reply, and a call left to run as a task may not even have sent its command before
+        this process goes back to folding.
+        """
+        pool = self._redis.connection_pool
+        connection = await pool.get_connection()
+        script = self._write_if_unchanged
+        try:
+            await connection.send_command(
+                "EVALSHA", script.sha, len(write.script_keys), *write.script_keys, *write.arguments
+            )
+        except BaseException:
+            await pool.release(connection)
+            raise
+        return asyncio.ensure_future(self._written(connection, write))
+
+    async def _written(self, connection: AbstractConnection, write: _ConditionalWrite) -> bool:
+        """The answer to a write `_send` sent; the connection goes back to the pool."""
+        try:
+            position = await connection.read_response()
+        except NoScriptError:  # the script cache was flushed since: run it the usual way
+            return await self._write(write)
+        finally:
+            await self._redis.connection_pool.release(connection)
+        return not position
+
+    async def _landed(
+        self, in_flight: _InFlight, count_into: IngestStats | None, totals: _Totals
+    ) -> bool:
+        """Await a bulk write and add up its batch; whether it wrote. If it did not, its
+        customers' cached states are dropped and its batch applied the careful way."""
+        if await in_flight.task:
+            totals.add(in_flight.write.result)
+            return True
+        self.state_cache.forget(in_flight.write.keys)
+        totals.add(await self._apply_watched(in_flight.events, count_into, 0))
+        return False
+
     async def _apply_if_unchanged(
         self, events: Sequence[Event], count_into: IngestStats | None, rejected: int
     ) -> ApplyResult | None:
@@ -212,6 +364,22 @@ class RedisFeatureStore:
         None (nothing written) when that check fails or an id of the batch is a linked
         identifier: the caller then applies the batch under WATCH, which resolves
         identities and reads every state afresh.
+        """
+        read = await self._read_cached(events)
+        if read is None:
+            return None
+        write = self._fold_read(read, count_into, rejected)
+        if not await self._write(write):
+            return None
+        self.state_cache.keep(write.cached())
+        return write.result
+
+    async def _read_cached(self, events: Sequence[Event]) -> _ReadBatch | None:
+        """The batch grouped by customer, each with its state: cached, or read (one MGET of
+        the states not cached and of their ids' alias keys) and decoded.
+
+        None when one of those ids is a linked identifier (the states taken from the cache
+        are put back): such a batch is applied under WATCH, which resolves identities.
         """
         groups = list(iter_customer_groups(list(events)))
         keys = [self.state_key(customer_id) for customer_id, _ in groups]
@@ -232,23 +400,32 @@ class RedisFeatureStore:
                 else:
                     entries[index] = (raw, self.fold.decode(raw))
         taken = [entry for entry in entries if entry]  # every customer has one by now
-        stored = [raw for raw, _ in taken]
-        result, folded = self._fold(groups, keys, [state for _, state in taken])
-        script_keys = [*keys, *new_customer_aliases]
-        arguments: list[bytes | int] = [len(keys), len(new_customer_aliases)]
-        for expected, (_, raw, _) in zip(stored, folded, strict=True):
+        return _ReadBatch(
+            groups=groups,
+            keys=keys,
+            stored=[raw for raw, _ in taken],
+            states=[state for _, state in taken],
+            new_customer_aliases=new_customer_aliases,
+        )
+
+    def _fold_read(
+        self, read: _ReadBatch, count_into: IngestStats | None, rejected: int
+    ) -> _ConditionalWrite:
+        """Fold a read batch into its states; the conditional write that stores them."""
+        result, folded = self._fold(read.groups, read.keys, read.states)
+        script_keys = [*read.keys, *read.new_customer_aliases]
+        arguments: list[bytes | int] = [len(read.keys), len(read.new_customer_aliases)]
+        for expected, (_, raw, _) in zip(read.stored, folded, strict=True):
             arguments += (expected, raw or b"")
         if count_into is not None:
             script_keys.append(count_into.counts_key)
             arguments += (result.applied, result.duplicates, rejected + len(result.late))
-        if await self._write_if_unchanged(keys=script_keys, args=arguments):
-            return None
-        cache.keep(
-            (key, raw or expected, state)
-            for (key, raw, state), expected in zip(folded, stored, strict=True)
-            if raw or expected
-        )
-        return result
+        return _ConditionalWrite(read.keys, read.stored, folded, result, script_keys, arguments)
+
+    async def _write(self, write: _ConditionalWrite) -> bool:
+        """Run a conditional write; whether it wrote (False: a customer changed meanwhile, or
+        an id taken for a new customer was linked, and nothing was written)."""
+        return not await self._write_if_unchanged(keys=write.script_keys, args=write.arguments)
 
     async def _apply_watched(
         self, events: Sequence[Event], count_into: IngestStats | None, rejected: int

@@ -219,3 +219,80 @@ async def test_a_batch_is_counted_in_its_own_transaction(redis: Redis, settings:
     await store.apply(events[:5], count_into=stats)
     await store.apply([], count_into=stats, rejected=1)  # a message with no valid event
     assert await stats.read() == IngestCounts(applied=30, duplicates=5, dead_lettered=3)
+
+
+# -- bulk loads: each batch's write in flight while the next is folded ---------------------
+
+
+@pytest.mark.parametrize("cached_states", [0, 100])
+async def test_bulk_batches_store_what_one_batch_at_a_time_stores(
+    redis: Redis, settings: Settings, cached_states: int
+) -> None:
+    """Batches that share customers, a replayed batch and a late event: the same states,
+    results and counts as `apply` called for each batch in turn."""
+    events = make_events(300)
+    late = events[0].model_copy(update={"event_id": "late", "ts": events[0].ts.replace(year=2025)})
+    batches = [events[i : i + 25] for i in range(0, 300, 25)]
+    batches += [events[50:75], [], [late]]
+    one_by_one = store_for(redis, settings, ":one", cached_states=cached_states)
+    bulk = store_for(redis, settings, ":bulk", cached_states=cached_states)
+    one_stats = IngestStats(redis, key_prefix=settings.key_prefix + ":one")
+    bulk_stats = IngestStats(redis, key_prefix=settings.key_prefix + ":bulk")
+    results = [await one_by_one.apply(batch, count_into=one_stats) for batch in batches]
+
+    result = await bulk.apply_batches(iter(batches), count_into=bulk_stats)
+
+    assert (result.applied, result.duplicates) == (300, 25)
+    assert result.applied == sum(r.applied for r in results)
+    assert [r.event.event_id for r in result.late] == ["late"]
+    assert await stored_states(bulk) == await stored_states(one_by_one) == reference(events)
+    assert await bulk_stats.read() == await one_stats.read() == IngestCounts(300, 25, 1)
+
+
+async def test_bulk_batches_racing_another_writer_lose_no_update(
+    redis: Redis, settings: Settings
+) -> None:
+    """Another writer changes the bulk load's customers while writes are in flight: the
+    writes that find a change are redone the careful way, with the batch folded after
+    them, and every event counts once."""
+    events = make_events(600)
+    bulk, other = store_for(redis, settings, cached_states=100), store_for(redis, settings)
+    bulk_events, other_events = events[::3] + events[1::3], events[2::3]
+    redone = 0
+    apply_watched = bulk._apply_watched
+
+    async def counting_apply_watched(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal redone
+        redone += 1
+        return await apply_watched(*args, **kwargs)
+
+    bulk._apply_watched = counting_apply_watched  # type: ignore[method-assign]
+
+    async def other_writer() -> None:
+        for start in range(0, len(other_events), 5):
+            await other.apply(other_events[start : start + 5])
+
+    batches = (bulk_events[i : i + 10] for i in range(0, len(bulk_events), 10))
+    result, _ = await asyncio.gather(bulk.apply_batches(batches), other_writer())
+
+    assert result.applied == len(bulk_events)
+    assert redone > 0
+    counts = [await bulk.read(customer, now=T0) for customer in CUSTOMERS]
+    assert sum(features["event_count"] for features in counts if features) == 600
+
+
+async def test_bulk_batches_follow_linked_identifiers(redis: Redis, settings: Settings) -> None:
+    store = store_for(redis, settings, cached_states=100)
+    events = make_events(100)
+    await store.link("C1", "card:4111")
+    on_card = [
+        event.model_copy(update={"customer_id": "card:4111"})
+        if event.customer_id == "C1"
+        else event
+        for event in events
+    ]
+
+    result = await store.apply_batches(on_card[i : i + 10] for i in range(0, 100, 10))
+
+    assert result.applied == 100
+    assert await stored_states(store) == reference(events)
