@@ -1,4 +1,4 @@
-"""The `nba` command: `up`, `demo`, `worker`, `api`, `learner`, `validate`.
+"""The `nba` command: `up`, `demo`, `worker`, `api`, `learner`, `load`, `validate`.
 
 The worker (Faust), the API (uvicorn) and the learner are imported only by the command
 that runs them, so each process loads just what it needs.
@@ -7,6 +7,7 @@ that runs them, so each process loads just what it needs.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import tempfile
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import DownloadColumn, Progress
 from rich.table import Table
 
 from actions.catalog import CatalogError, load_catalog
@@ -50,6 +52,17 @@ def main(argv: list[str] | None = None) -> int:
         "learner", help="run the churn and segment learner and the base walk (needs NBA_REDIS_URL)"
     )
 
+    load = commands.add_parser(
+        "load", help="load a history of events (JSON lines) into the store (needs NBA_REDIS_URL)"
+    )
+    load.add_argument("events", type=Path, help="one event per line, as POST /v1/events takes")
+    load.add_argument(
+        "--rejects",
+        type=Path,
+        default=None,
+        help="where invalid lines and late events go, with reasons (default: EVENTS.rejected)",
+    )
+
     validate = commands.add_parser("validate", help="check an action catalog file")
     validate.add_argument("catalog", type=Path, nargs="?", default=None)
 
@@ -83,6 +96,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             return 2
         process = {"worker": _worker, "api": _api, "learner": _learner}[args.command]
         return process(settings)
+    if args.command == "load":
+        return _load(settings, args.events, args.rejects)
     return _validate(args.catalog or settings.catalog_path)
 
 
@@ -97,6 +112,36 @@ def _learner(settings: Settings) -> int:
     from engine.learner import run_learner
 
     run_learner(settings)
+    return 0
+
+
+def _load(settings: Settings, events: Path, rejects: Path | None) -> int:
+    """`nba load`: the file's events into the store, with a progress bar and a summary."""
+    from engine.bulk_load import load_into
+
+    try:
+        redis_url = settings.require_redis()
+        size = events.stat().st_size
+    except (ValueError, OSError) as error:
+        console.print(f"[red]nba load[/red]: {escape(str(error))}")
+        return 2
+    rejects = rejects or events.with_name(events.name + ".rejected")
+    with Progress(*Progress.get_default_columns(), DownloadColumn(), console=console) as bar:
+        task = bar.add_task(f"loading {events.name}", total=size)
+        report = asyncio.run(
+            load_into(redis_url, settings, events, rejects, lambda read: bar.advance(task, read))
+        )
+    table = Table(title=f"{events}", show_header=False)
+    table.add_row("lines read", f"{report.lines:,}")
+    table.add_row("events applied", f"{report.applied:,}")
+    table.add_row("already applied before", f"{report.duplicates:,}")
+    table.add_row("identifiers linked", f"{report.linked:,}")
+    table.add_row("late events (not applied)", f"{report.late:,}")
+    table.add_row("invalid lines", f"{report.rejected:,}")
+    console.print(table)
+    if report.late or report.rejected:
+        console.print(f"[yellow]rejected lines and late events, with reasons: {rejects}[/yellow]")
+        return 1
     return 0
 
 
