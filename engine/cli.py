@@ -13,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import DownloadColumn, Progress
@@ -126,11 +128,21 @@ def _load(settings: Settings, events: Path, rejects: Path | None) -> int:
         console.print(f"[red]nba load[/red]: {escape(str(error))}")
         return 2
     rejects = rejects or events.with_name(events.name + ".rejected")
-    with Progress(*Progress.get_default_columns(), DownloadColumn(), console=console) as bar:
-        task = bar.add_task(f"loading {events.name}", total=size)
-        report = asyncio.run(
-            load_into(redis_url, settings, events, rejects, lambda read: bar.advance(task, read))
+    try:
+        with Progress(*Progress.get_default_columns(), DownloadColumn(), console=console) as bar:
+            task = bar.add_task(f"loading {events.name}", total=size)
+            report = asyncio.run(
+                load_into(
+                    redis_url, settings, events, rejects, lambda read: bar.advance(task, read)
+                )
+            )
+    except (RedisConnectionError, RedisTimeoutError) as error:
+        console.print(
+            f"[red]nba load[/red]: Redis at {escape(redis_url)} failed: {escape(str(error))}. "
+            "Part of the file may be loaded; loading it again is safe (events already "
+            "applied are recognised by their ids and skipped)."
         )
+        return 1
     table = Table(title=f"{events}", show_header=False)
     table.add_row("lines read", f"{report.lines:,}")
     table.add_row("events applied", f"{report.applied:,}")

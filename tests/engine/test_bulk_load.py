@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from engine.bulk_load import load_events, load_into
 from engine.cli import main
+from engine.embedded import free_port
 from engine.settings import Settings
 from features.events import Event
 from features.state import FeatureFold
@@ -159,3 +160,16 @@ def test_the_command_refuses_a_missing_file(
 ) -> None:
     assert main(["load", str(tmp_path / "absent.jsonl")]) == 2
     assert "absent.jsonl" in capsys.readouterr().out
+
+
+def test_the_command_says_when_redis_is_unreachable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NBA_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    source = write_lines(tmp_path / "h.jsonl", [orjson.dumps(e.to_wire()) for e in history(5)])
+
+    assert main(["load", str(source)]) == 1
+
+    output = capsys.readouterr().out
+    assert "failed" in output
+    assert "loading it again is safe" in output
