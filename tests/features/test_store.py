@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -14,7 +15,7 @@ from features.events import Channel, Event
 from features.reading import read_features
 from features.state import FeatureFold
 from features.stats import IngestCounts, IngestStats
-from features.store import RedisFeatureStore
+from features.store import ApplyResult, RedisFeatureStore
 
 CUSTOMERS = ["C1", "C2", "C3", "user@example.com", "K-9.x"]
 TYPES = ["transaction", "login", "deposit", "page_view", "transaction", "withdrawal"]
@@ -261,7 +262,7 @@ async def test_bulk_batches_racing_another_writer_lose_no_update(
     redone = 0
     apply_watched = bulk._apply_watched
 
-    async def counting_apply_watched(*args, **kwargs):  # type: ignore[no-untyped-def]
+    async def counting_apply_watched(*args: Any, **kwargs: Any) -> ApplyResult:
         nonlocal redone
         redone += 1
         return await apply_watched(*args, **kwargs)
