@@ -295,15 +295,15 @@ class RedisFeatureStore:
                 write = self._fold_read(read, count_into, 0) if read is not None else None
                 if in_flight is not None and not await self._landed(in_flight, count_into, totals):
                     write = None  # folded on from states that never landed: dropped
-                following = next(pending, None)
                 if write is None:  # a linked identifier, or the write before did not land
                     totals.add(await self.apply(batch, count_into=count_into))
-                    in_flight = None
-                    read = await self._read_cached(following) if following is not None else None
                 else:
                     self.state_cache.keep(write.cached())  # the next batch folds on from these
-                    # read before this write is sent, so that Redis answers the read at once
-                    read = await self._read_cached(following) if following is not None else None
+                following = next(pending, None)
+                # read before this batch's write is sent, so that Redis answers it at once
+                read = await self._read_cached(following) if following is not None else None
+                in_flight = None
+                if write is not None:
                     in_flight = _InFlight(batch, write, await self._send(write))
                 batch = following
             if in_flight is not None:
