@@ -19,7 +19,7 @@ from actions.decision_log import DecisionLog
 from api.live_model import LiveModel, LiveSignedModel
 from engine.redis_client import connect_redis
 from engine.settings import Settings
-from features.publisher import EventPublisher
+from features.publisher import PRODUCER_HEADROOM_BYTES, EventPublisher
 from features.state import FeatureFold
 from features.stats import IngestStats
 from features.store import RedisFeatureStore
@@ -137,7 +137,12 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     redis = connect_redis(
         redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=2,
+        max_request_size=settings.max_message_bytes + PRODUCER_HEADROOM_BYTES,
+    )
     live_model = LiveModel(
         CheckpointStore(redis, key_prefix=settings.key_prefix, signing_key=signing_key),
         catalog.base_rates(),
@@ -173,7 +178,9 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             store=RedisFeatureStore(
                 redis, FeatureFold(settings.feature_config()), key_prefix=settings.key_prefix
             ),
-            publisher=EventPublisher(producer, settings.events_topic),
+            publisher=EventPublisher(
+                producer, settings.events_topic, max_message_bytes=settings.max_message_bytes
+            ),
             ingest_stats=IngestStats(redis, key_prefix=settings.key_prefix),
             catalog=catalog,
             decision_log=DecisionLog(

@@ -46,6 +46,7 @@ from typing import Any
 
 import orjson
 
+from features.wire import pack_json_arrays
 from models.checkpoints import (
     Checkpoint,
     CheckpointRefusedError,
@@ -98,6 +99,18 @@ class Outcome:
 def encode_outcomes(outcomes: Sequence[Outcome]) -> bytes:
     """The wire form of outcomes travelling together in one Kafka message (a JSON array)."""
     return orjson.dumps([asdict(outcome) for outcome in outcomes])
+
+
+def pack_outcomes(outcomes: Sequence[Outcome], *, max_bytes: int) -> list[bytes]:
+    """Outcomes as messages of at most `max_bytes` each, in order (`features.wire`).
+
+    An answer batch can carry thousands of outcomes, each with its decision's x: one
+    message for all of them would outgrow what the broker takes. Raises
+    `features.wire.OversizedItemError` if one outcome alone does not fit.
+    """
+    return list(
+        pack_json_arrays((orjson.dumps(asdict(item)) for item in outcomes), max_bytes=max_bytes)
+    )
 
 
 def decode_outcomes(payload: bytes) -> list[Outcome]:

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from engine.settings import Settings
 from engine.topics import ensure_topics
-from features.events import Event, decode_message
+from features.events import Event, decode_message, encode_envelope
 from features.publisher import EventPublisher
 
 MAX_PER_MESSAGE = 7
@@ -127,3 +127,28 @@ async def test_published_events_arrive_once_in_order_in_one_partition_per_custom
     for partition, count in events_per_partition.items():
         assert per_partition[partition] == math.ceil(count / MAX_PER_MESSAGE)
     assert sent_messages < EVENT_COUNT
+
+
+async def test_large_events_are_packed_under_the_byte_limit_in_order(settings: Settings) -> None:
+    await ensure_topics(settings)
+    padding = {f"a{n}": "x" * 200 for n in range(31)}  # ~7 KB per event, with "seq"
+    events = [
+        event.model_copy(update={"attrs": padding | {"seq": index}})
+        for index, event in enumerate(make_events())
+    ]
+    limit = 64 * 1024
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        publisher = EventPublisher(producer, settings.events_topic, max_message_bytes=limit)
+        await publisher.publish(events)  # ~1.4 MB in all: one message per partition would fail
+    finally:
+        await producer.stop()
+    messages = await consume_all(settings, EVENT_COUNT)
+    received = [event for _, _, message_events in messages for event in message_events]
+    assert sorted(received, key=lambda event: event.event_id) == events
+    for customer in {event.customer_id for event in events}:
+        sent = [event.event_id for event in events if event.customer_id == customer]
+        assert [event.event_id for event in received if event.customer_id == customer] == sent
+    assert all(len(encode_envelope(message_events)) <= limit for _, _, message_events in messages)
+    assert len(messages) > settings.topic_partitions
