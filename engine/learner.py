@@ -32,7 +32,8 @@ from functools import partial
 
 from redis.asyncio import Redis
 
-from engine.redis_client import connect_redis, retrying_redis
+from engine.redis_client import connect_redis
+from engine.retries import retrying
 from engine.settings import Settings
 from features.config import SECONDS_PER_DAY
 from features.derived import FEATURES
@@ -115,7 +116,7 @@ class BaseJobs:
     async def learn_customer_models(self) -> None:
         """Churn labels and segment samples learned and checkpointed, by the lock holder."""
         try:
-            step = await retrying_redis(self.customer_models.step)
+            step = await retrying(self.customer_models.step)
         except (StaleCheckpointError, CheckpointRefusedError) as error:
             log.error("churn/segments not checkpointed: %s", error)
             return
@@ -130,7 +131,7 @@ class BaseJobs:
 
     async def walk_customer_base(self) -> None:
         """A few hundred customers towards the RFM quintile edges, by the lock holder."""
-        edges = await retrying_redis(self.base_walker.step)
+        edges = await retrying(self.base_walker.step)
         if edges:
             log.info("RFM quintile edges refreshed: %s", edges)
 

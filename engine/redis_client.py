@@ -12,24 +12,13 @@ scheme decides), packed as redis-py packs them.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
-
-log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-FIRST_RETRY_DELAY_S = 0.1
-MAX_RETRY_DELAY_S = 5.0
 
 
 class HiredisPackingConnection(Connection):
@@ -55,15 +44,3 @@ class HiredisPackingConnection(Connection):
 def connect_redis(url: str, **options: Any) -> Redis:
     """A client for `url` (not connected until first used); `options` as for `Redis.from_url`."""
     return Redis.from_url(url, connection_class=HiredisPackingConnection, **options)
-
-
-async def retrying_redis(operation: Callable[[], Awaitable[T]]) -> T:
-    """Run a Redis operation, waiting out an outage (with backoff) rather than losing work."""
-    delay = FIRST_RETRY_DELAY_S
-    while True:
-        try:
-            return await operation()
-        except (RedisConnectionError, RedisTimeoutError) as error:
-            log.warning("Redis unavailable (%s); retrying in %.1f s", error, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, MAX_RETRY_DELAY_S)

@@ -15,9 +15,14 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from features.config import SECONDS_PER_DAY, FeatureConfig, LifecycleThresholds
+from features.publisher import DEFAULT_MAX_MESSAGE_BYTES
 from models.persistence import MIN_KEY_BYTES
 
 DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "actions" / "catalog.yaml"
+#: A message must hold the largest valid event (32 attributes of the longest strings).
+MIN_MESSAGE_BYTES = 64 * 1024
+#: aiokafka's and Faust's producers refuse a message over about 1,000,000 bytes.
+MAX_MESSAGE_BYTES = 990_000
 
 
 class Settings(BaseSettings):
@@ -81,6 +86,21 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     max_events_per_request: int = Field(default=10_000, ge=1)
+    max_message_bytes: int = Field(
+        default=DEFAULT_MAX_MESSAGE_BYTES,
+        ge=MIN_MESSAGE_BYTES,
+        le=MAX_MESSAGE_BYTES,
+        description="the largest Kafka message any part of the engine sends (events, "
+        "outcomes, dead letters): batches are split to stay under it. Below the broker's "
+        "`max.message.bytes` and the producers' request limit (both about 1 MB by default)",
+    )
+    stall_s: float = Field(
+        default=30.0,
+        ge=5.0,
+        description="a worker with messages waiting that has applied nothing for this long, "
+        "or silent this long (it heartbeats every 2 s), is stalled: `/readyz` answers 503 and "
+        "`/healthz` says so",
+    )
     exploration: Literal["thompson", "epsilon_greedy", "none"] = Field(
         default="thompson", description="how the API explores while the model learns"
     )

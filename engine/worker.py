@@ -3,15 +3,22 @@
 Two thin agents; the logic lives in the domain packages.
 
 `apply_events` (the `events` topic, partitioned by customer): takes the messages that
-arrived together (up to MAX_EVENT_MESSAGES_PER_BATCH, each one event or an envelope),
-decodes them, applies their valid events to Redis in one transaction, sends each invalid
-item — and each event the store refused as later than the allowed lateness — to the
-dead-letter topic with its reason, counts. Answers to offers (`offer_accepted`,
-`offer_declined`) that name a `decision_id` are then looked up in the decision log and
-forwarded, with the x stored with the decision, to the `outcomes` topic
-(`actions.decision_log`). Messages are acknowledged only after that work succeeded, so a
-crash or a Redis outage replays them later, and the event ids kept in each customer's
-state and the log's answered markers make the replay harmless.
+arrived together (up to MAX_EVENT_MESSAGES_PER_BATCH, each one event or an envelope) and
+hands them to `engine.pipeline.EventsPipeline`: valid events applied to Redis in one
+transaction, invalid and late items dead-lettered with their reasons, answers to offers
+forwarded with their decision's x to the `outcomes` topic. Messages are acknowledged
+only after that work succeeded, so a crash or a Redis outage replays them later, and the
+event ids kept in each customer's state and the log's answered markers make the replay
+harmless.
+
+Never alive doing nothing: transient failures are waited out, a batch that fails
+otherwise is applied item by item with the failing items dead-lettered (the pipeline),
+and any failure left — in an agent or a timer — ends the process with status
+EXIT_UNRECOVERABLE (`exit_for_restart`) rather than leaving a crashed agent in a live
+worker: its supervisor restarts it, and the broker hands its unacknowledged messages on.
+Every message the worker sends is at most `NBA_MAX_MESSAGE_BYTES`. The heartbeat (every
+HEARTBEAT_INTERVAL_S) reports the partitions the worker owns, its lag on each and when it
+last made progress, which `/readyz` judges.
 
 `learn_outcomes` (the `outcomes` topic, one partition, so one worker of the group runs
 the model): takes the outcomes of every `checkpoint_interval_s` (or of
@@ -46,35 +53,38 @@ within the lock's TTL.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import NoReturn, cast
 
 import faust
-import orjson
 
 from actions.catalog import load_catalog
-from actions.decision_log import Attribution, DecisionLog
+from actions.decision_log import DecisionLog
 from engine.learner import (
     BASE_WALK_INTERVAL_S,
     BaseJobs,
     pending_churn_labels,
     process_name,
 )
-from engine.redis_client import connect_redis, retrying_redis
+from engine.pipeline import EventsPipeline, Message
+from engine.redis_client import connect_redis
+from engine.retries import retrying
 from engine.runtime import tune_garbage_collector
 from engine.settings import Settings
-from features.events import Event, EventType, Rejection, decode_message
+from features.publisher import PRODUCER_HEADROOM_BYTES
 from features.state import FeatureFold
 from features.stats import IngestStats
-from features.store import LateEvent, RedisFeatureStore
+from features.store import RedisFeatureStore
 from features.tiers import EdgesCache
 from models.checkpoints import CheckpointStore
 from models.churn import CustomerModelsFeed, SnapshotBudget
-from models.learning import Learner, Outcome, decode_outcomes, encode_outcomes
+from models.learning import Learner, Outcome, decode_outcomes, pack_outcomes
 from models.offpolicy import BanditLog
 from models.segments import SegmentSamples
 
@@ -94,36 +104,41 @@ NO_ANSWER_SWEEP_INTERVAL_S = 1.0
 NO_ANSWER_BATCH = 1000
 #: How often each worker re-reads the RFM quintile edges its churn snapshots are read with.
 RFM_EDGES_REFRESH_S = 5.0
-#: No-answer negatives per `outcomes` message (keeps a message well under Kafka's 1 MB).
-OUTCOMES_PER_MESSAGE = 100
+#: The worker's exit status when it cannot go on (EX_SOFTWARE): its supervisor restarts it.
+EXIT_UNRECOVERABLE = 70
 
 
-def dead_letter(rejection: Rejection, item: Any, source: faust.types.EventT | None) -> bytes:
-    """The dead-letter record: the item exactly as received, the reason and its origin."""
-    raw = item.decode(errors="replace") if isinstance(item, bytes) else item
-    origin = (
-        {"partition": source.message.partition, "offset": source.message.offset}
-        if source is not None
-        else {}
-    )
-    record = {"reason": rejection.reason, "index": rejection.index, "item": raw, **origin}
-    return orjson.dumps(record)
+def exit_for_restart(what: str, error: BaseException) -> NoReturn:
+    """End the process at once, saying why: a failure neither waited out nor isolated.
 
-
-def late_rejections(late: list[LateEvent], items: Sequence[Any]) -> list[Rejection]:
-    """Rejections for events the store refused as too late, pointing at their envelope item.
-
-    The envelope's items are decoded only when there is a late event to point at.
+    Not a clean stop: nothing more may run in a worker whose state is unknown. Messages
+    not yet acknowledged are handed to the next worker (or this one, restarted), and
+    applying them again changes nothing twice.
     """
-    if not late:
-        return []
-    index_of = {
-        item.get("event_id"): index for index, item in enumerate(items) if isinstance(item, dict)
-    }
-    return [
-        Rejection(index_of[refused.event.event_id], refused.event.event_id, refused.reason)
-        for refused in late
-    ]
+    log.critical(
+        "%s failed and cannot go on (%s: %s); exiting with status %d so that the "
+        "supervisor restarts the worker",
+        what,
+        type(error).__name__,
+        error,
+        EXIT_UNRECOVERABLE,
+        exc_info=error,
+    )
+    logging.shutdown()
+    os._exit(EXIT_UNRECOVERABLE)
+
+
+def exits_on_failure(job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """A timer's job that ends the process on a failure, rather than dying alone."""
+
+    @functools.wraps(job)
+    async def guarded() -> None:
+        try:
+            await job()
+        except Exception as error:
+            exit_for_restart(f"timer {job.__name__}", error)
+
+    return guarded
 
 
 def create_app(settings: Settings, *, datadir: Path) -> faust.App:
@@ -144,6 +159,7 @@ def create_app(settings: Settings, *, datadir: Path) -> faust.App:
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 3),
+        producer_max_request_size=settings.max_message_bytes + PRODUCER_HEADROOM_BYTES,
     )
     events_topic = app.topic(
         settings.events_topic,
@@ -160,6 +176,13 @@ def create_app(settings: Settings, *, datadir: Path) -> faust.App:
     outcomes_topic = app.topic(
         settings.outcomes_topic, key_serializer="raw", value_serializer="raw", partitions=1
     )
+
+    def sender(topic: faust.types.TopicT) -> Callable[[bytes], Awaitable[None]]:
+        async def send(value: bytes) -> None:
+            delivery = await topic.send(value=value)
+            await delivery  # on the broker before the caller goes on
+
+        return send
 
     redis = connect_redis(redis_url)
     store = RedisFeatureStore(
@@ -184,49 +207,22 @@ def create_app(settings: Settings, *, datadir: Path) -> faust.App:
         ),
     )
     worker_name = process_name("worker")
-    customer_feed = CustomerModelsFeed(
-        pending_churn_labels(redis, settings),
-        SegmentSamples(redis, key_prefix=settings.key_prefix),
-        store,
-        SnapshotBudget(settings.churn_snapshots_per_s),
-    )
     rfm_edges = EdgesCache(redis, key_prefix=settings.key_prefix)
-
-    async def send_dead_letters(
-        rejections: Sequence[Rejection], items: Sequence[Any], message: faust.types.EventT
-    ) -> None:
-        for rejection in rejections:
-            record = dead_letter(rejection, items[rejection.index], message)
-            delivery = await dlq_topic.send(value=record)
-            await delivery  # on the broker before the message is acknowledged
-
-    async def apply_messages(messages: Sequence[faust.types.EventT]) -> None:
-        """Apply the events of several Kafka messages as one batch (fewer round trips per
-        event), each invalid or late item to the dead-letter topic with its reason."""
-        decoded = [(message, *decode_message(message.value)) for message in messages]
-        events: list[Event] = []
-        for message, valid, rejections, items in decoded:
-            events += valid
-            await send_dead_letters(rejections, items, message)
-        rejected = sum(len(rejections) for _, _, rejections, _ in decoded)
-        result = await retrying_redis(
-            partial(store.apply, events, count_into=stats, rejected=rejected)
-        )
-        for linked in (e for e in events if e.type is EventType.IDENTITY_LINKED):
-            identifier = str(linked.attrs["identifier"])
-            await retrying_redis(partial(store.link, linked.customer_id, identifier))
-        await retrying_redis(partial(customer_feed.observe, events, rfm_edges.current))
-        if result.late:
-            for message, valid, _, items in decoded:
-                ids = {event.event_id for event in valid}
-                late = [refused for refused in result.late if refused.event.event_id in ids]
-                await send_dead_letters(late_rejections(late, items), items, message)
-        attribution = await retrying_redis(partial(decision_log.attribute, events))
-        if attribution.outcomes:
-            delivery = await outcomes_topic.send(value=encode_outcomes(attribution.outcomes))
-            await delivery  # on the broker before the answers are marked learned
-        await retrying_redis(partial(decision_log.settle, attribution))
-        _log_skipped(attribution)
+    pipeline = EventsPipeline(
+        store=store,
+        stats=stats,
+        decision_log=decision_log,
+        customer_feed=CustomerModelsFeed(
+            pending_churn_labels(redis, settings),
+            SegmentSamples(redis, key_prefix=settings.key_prefix),
+            store,
+            SnapshotBudget(settings.churn_snapshots_per_s),
+        ),
+        rfm_edges=rfm_edges,
+        send_dead_letter=sender(dlq_topic),
+        send_outcomes=sender(outcomes_topic),
+        max_message_bytes=settings.max_message_bytes,
+    )
 
     @app.agent(events_topic)
     async def apply_events(stream: faust.StreamT[bytes]) -> None:
@@ -235,11 +231,22 @@ def create_app(settings: Settings, *, datadir: Path) -> faust.App:
             MAX_EVENT_MESSAGES_PER_BATCH, within=EVENT_BATCH_WAIT_S
         )
         try:
-            async for messages in batches:
-                await apply_messages(messages)
-        finally:
-            await stats.forget(worker_name)
-            await redis.aclose()
+            async for events in batches:
+                await pipeline.apply(
+                    [
+                        Message(event.value, event.message.partition, event.message.offset)
+                        for event in events
+                    ]
+                )
+        except Exception as error:
+            exit_for_restart("applying events", error)
+
+    @app.on_before_shutdown.connect
+    async def forget_this_worker(app: faust.App, **_: object) -> None:
+        # Not when an agent stops: the timers and the other agent share the Redis client
+        # (closing it under them was what broke their commands with "Connection closed").
+        # The client's connections close with the process.
+        await stats.forget(worker_name)
 
     @app.agent(outcomes_topic)
     async def learn_outcomes(stream: faust.StreamT[bytes]) -> None:
@@ -247,57 +254,59 @@ def create_app(settings: Settings, *, datadir: Path) -> faust.App:
         batches = cast(faust.Stream[bytes], stream).take_events(
             MAX_OUTCOME_MESSAGES_PER_BATCH, within=settings.checkpoint_interval_s
         )
-        async for batch in batches:
-            outcomes: list[Outcome] = []
-            for event in batch:
-                try:
-                    outcomes += decode_outcomes(event.value)
-                except ValueError as error:
-                    log.error("outcomes at offset %s skipped: %s", event.message.offset, error)
-            if outcomes:
-                learned = await retrying_redis(partial(learner.learn, outcomes))
-                log.info(
-                    "learned %d outcomes (%d skipped); model checkpoint version %d",
-                    learned.learned,
-                    learned.skipped,
-                    learned.checkpoint.version,
-                )
+        try:
+            async for batch in batches:
+                await _learn(learner, [event.value for event in batch])
+        except Exception as error:
+            exit_for_restart("learning outcomes", error)
 
     @app.timer(RFM_EDGES_REFRESH_S)
+    @exits_on_failure
     async def refresh_rfm_edges() -> None:
         """The quintile edges churn snapshots and segment samples read value tiers with."""
-        await retrying_redis(rfm_edges.refresh)
+        await retrying(rfm_edges.refresh)
 
     if settings.learner_in_workers:
         jobs = BaseJobs.open(redis, settings, store.fold, owner=worker_name)
 
         @app.timer(BASE_WALK_INTERVAL_S)
+        @exits_on_failure
         async def walk_customer_base() -> None:
             await jobs.walk_customer_base()
 
         @app.timer(settings.checkpoint_interval_s)
+        @exits_on_failure
         async def learn_customer_models() -> None:
             await jobs.learn_customer_models()
 
     @app.timer(HEARTBEAT_INTERVAL_S)
+    @exits_on_failure
     async def heartbeat() -> None:
-        assigned = app.consumer.assignment()
-        partitions = [tp.partition for tp in assigned if tp.topic == settings.events_topic]
-        await stats.heartbeat(worker_name, partitions)
+        assigned = [tp for tp in app.consumer.assignment() if tp.topic == settings.events_topic]
+        lag = {tp.partition: _lag(app, tp, pipeline.progress.positions) for tp in assigned}
+        caught_up = all(behind == 0 for behind in lag.values())
+        await retrying(
+            partial(
+                stats.heartbeat,
+                worker_name,
+                [tp.partition for tp in assigned],
+                lag=lag,
+                progress_ts=None if caught_up else pipeline.progress.applied_ts,
+            )
+        )
+
+    send_outcome = sender(outcomes_topic)
 
     async def send_outcomes(outcomes: list[Outcome]) -> None:
         """Send outcomes to the learner in order, each message on the broker before the next."""
-        for start in range(0, len(outcomes), OUTCOMES_PER_MESSAGE):
-            chunk = outcomes[start : start + OUTCOMES_PER_MESSAGE]
-            delivery = await outcomes_topic.send(value=encode_outcomes(chunk))
-            await delivery
+        for message in pack_outcomes(outcomes, max_bytes=settings.max_message_bytes):
+            await retrying(partial(send_outcome, message), what="Kafka")
 
     @app.timer(NO_ANSWER_SWEEP_INTERVAL_S)
+    @exits_on_failure
     async def expire_unanswered() -> None:
-        closed = await retrying_redis(
-            partial(decision_log.expire_unanswered, limit=NO_ANSWER_BATCH)
-        )
-        sent = await retrying_redis(
+        closed = await retrying(partial(decision_log.expire_unanswered, limit=NO_ANSWER_BATCH))
+        sent = await retrying(
             partial(decision_log.forward_unanswered, send_outcomes, limit=NO_ANSWER_BATCH)
         )
         if closed or sent:
@@ -306,21 +315,41 @@ def create_app(settings: Settings, *, datadir: Path) -> faust.App:
     return app
 
 
-def _log_skipped(attribution: Attribution) -> None:
-    """One log line per answer that cannot be learned from, saying why."""
-    for reason, events in (
-        ("its decision is unknown (expired or never recorded)", attribution.unknown_decision),
-        ("its decision did not show that action", attribution.not_shown),
-    ):
-        for event in events:
-            log.warning(
-                "answer %s (%s of %s, decision %s) not learned from: %s",
-                event.event_id,
-                event.type,
-                event.action_id,
-                event.decision_id,
-                reason,
-            )
+def _lag(app: faust.App, tp: faust.types.TP, positions: dict[int, int]) -> int | None:
+    """Messages of `tp` on the broker this worker has not applied; None until it knows.
+
+    The broker's end offset is the consumer's high watermark, as of its latest fetch. The
+    position is the offset after the last message applied here, or, before this worker
+    applied any, the group's committed offset (Faust keeps it from the assignment), or
+    the start of the partition when the group never committed (the worker reads from the
+    earliest offset).
+    """
+    end = app.consumer.highwater(tp)
+    if end is None:
+        return None
+    position = positions.get(tp.partition)
+    if position is None:
+        committed = app.consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+        position = committed if committed is not None and committed >= 0 else 0
+    return max(0, end - position)
+
+
+async def _learn(learner: Learner, payloads: list[bytes]) -> None:
+    """Learn the outcomes of a batch of messages; a malformed message is skipped, logged."""
+    outcomes: list[Outcome] = []
+    for payload in payloads:
+        try:
+            outcomes += decode_outcomes(payload)
+        except ValueError as error:
+            log.error("an outcomes message skipped: %s", error)
+    if outcomes:
+        learned = await retrying(partial(learner.learn, outcomes))
+        log.info(
+            "learned %d outcomes (%d skipped); model checkpoint version %d",
+            learned.learned,
+            learned.skipped,
+            learned.checkpoint.version,
+        )
 
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:

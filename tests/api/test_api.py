@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,6 +24,7 @@ from engine.topics import ensure_topics
 from features.derived import FEATURES
 from features.events import Event, decode_message
 from features.state import FeatureFold
+from features.stats import IngestStats
 from features.store import RedisFeatureStore
 from models.checkpoints import CheckpointStore, LearnerState
 from models.offpolicy import BanditLog, LoggedDecision
@@ -529,13 +531,49 @@ async def test_healthz_is_a_503_naming_redis_when_it_is_down(
     assert body["kafka"] == "ok"
 
 
-async def test_healthz_reports_redis_and_kafka(api: httpx.AsyncClient) -> None:
+async def test_healthz_is_live_but_not_ok_without_a_worker(api: httpx.AsyncClient) -> None:
     response = await api.get("/healthz")
-    assert response.status_code == 200
+    assert response.status_code == 200  # the API itself can serve
     body = response.json()
-    assert (body["status"], body["redis"], body["kafka"]) == ("ok", "ok", "ok")
+    assert (body["status"], body["redis"], body["kafka"]) == ("stalled", "ok", "ok")
+    assert body["problems"] == ["no live worker: nothing applies events"]
     assert body["ingest"] == {"applied": 0, "duplicates": 0, "dead_lettered": 0}
     assert body["workers"] == []
+    assert (await api.get("/readyz")).status_code == 503
+
+
+async def test_readyz_is_ok_with_a_worker_that_keeps_up(
+    api: httpx.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    stats = IngestStats(redis, key_prefix=settings.key_prefix)
+    await stats.heartbeat("worker-a", [0, 1], lag={0: 0, 1: 3}, progress_ts=time.time() - 1)
+    response = await api.get("/readyz")
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert (body["status"], body["problems"]) == ("ok", [])
+    [worker] = body["workers"]
+    assert (worker["name"], worker["partitions"], worker["lag"]) == (
+        "worker-a",
+        [0, 1],
+        {"0": 0, "1": 3},
+    )
+    assert worker["total_lag"] == 3
+    assert worker["seconds_since_progress"] < 5
+
+
+async def test_readyz_refuses_while_a_worker_is_behind_without_progress(
+    api: httpx.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    stats = IngestStats(redis, key_prefix=settings.key_prefix)
+    stalled_since = time.time() - settings.stall_s - 5
+    await stats.heartbeat("worker-a", [0], lag={0: 40}, progress_ts=stalled_since)
+    response = await api.get("/readyz")
+    assert response.status_code == 503
+    [problem] = response.json()["problems"]
+    assert problem.startswith("worker worker-a has 40 messages waiting on partitions [0]")
+    assert "no progress for 3" in problem  # stall_s + 5 seconds, give or take
+    health = await api.get("/healthz")
+    assert (health.status_code, health.json()["status"]) == (200, "stalled")
 
 
 async def test_responses_are_json(api: httpx.AsyncClient) -> None:
