@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import sys
 import tempfile
 import time
@@ -21,7 +22,7 @@ from rich.progress import DownloadColumn, Progress
 from rich.table import Table
 
 from actions.catalog import CatalogError, load_catalog
-from engine.demo import DemoConfig, run_demo
+from engine.demo import DemoConfig, FellBehind, run_demo
 from engine.settings import Settings
 from engine.supervisor import System, start_system, stop_on_sigterm
 
@@ -191,19 +192,36 @@ def _up(settings: Settings, api_port: int | None, workers: int) -> int:
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    """`nba demo`: exit 0 only if every accepted event was applied and every answer learned.
+
+    The children's logs are kept (and their place printed) when a part fell behind.
+    """
     stop_on_sigterm()
-    with tempfile.TemporaryDirectory(prefix="nba-demo-") as log_dir:
-        console.print("Starting the system (embedded servers, worker, API)…")
-        with start_system(settings, api_port=args.api_port, log_dir=Path(log_dir)) as system:
-            _print_system(system)
-            config = DemoConfig(
-                customers=args.customers,
-                days=args.days,
-                decisions_per_day=args.decisions_per_day,
-                seed=args.seed,
-            )
+    log_dir = Path(tempfile.mkdtemp(prefix="nba-demo-"))
+    console.print("Starting the system (embedded servers, worker, API)…")
+    with start_system(settings, api_port=args.api_port, log_dir=log_dir) as system:
+        _print_system(system)
+        config = DemoConfig(
+            customers=args.customers,
+            days=args.days,
+            decisions_per_day=args.decisions_per_day,
+            seed=args.seed,
+        )
+        try:
             report = run_demo(system.api_url, system.settings, config, console)
-            console.print(report.as_table())
+        except FellBehind as error:
+            console.print(error.report.as_table())
+            logs = [
+                str(child.log_path)
+                for child in system.children
+                if child.log_path and child.name.startswith(error.part)
+            ]
+            console.print(f"[red bold]nba demo failed: {escape(str(error))}.[/red bold]")
+            console.print(f"[red]The {error.part}'s log: {escape(', '.join(logs))}[/red]")
+            console.print(f"[red]All logs are kept in {escape(str(log_dir))}[/red]")
+            return 1
+    console.print(report.as_table())
+    shutil.rmtree(log_dir, ignore_errors=True)
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,8 +42,20 @@ DECISION_CHANNELS = {
 ANSWERS = ("accept", "decline", "ignore")
 EVENTS_PER_REQUEST = 2000
 CONCURRENT_REQUESTS = 4
-DRAIN_TIMEOUT_S = 120.0
-LEARN_TIMEOUT_S = 30.0
+#: The demo waits for the worker and the learner as long as they make progress, and gives
+#: up on one that has moved nothing for this long.
+STALL_TIMEOUT_S = 60.0
+POLL_INTERVAL_S = 0.25
+
+
+class FellBehind(RuntimeError):
+    """A part of the system did not finish its work: `part` names the process (`worker`),
+    the message says what it did not do; `report` holds what the demo saw until then."""
+
+    def __init__(self, part: str, message: str, report: DemoReport) -> None:
+        super().__init__(message)
+        self.part = part
+        self.report = report
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +148,11 @@ def simulation_start(days: int, now: datetime) -> datetime:
 
 
 def run_demo(api_url: str, settings: Settings, config: DemoConfig, console: Console) -> DemoReport:
-    """Drive the system at `api_url` with a simulated bank; return the report."""
+    """Drive the system at `api_url` with a simulated bank; return the report.
+
+    Raises `FellBehind` if the worker does not apply every accepted event, or the model
+    does not learn every answer forwarded to it, while the demo waits for them.
+    """
     catalog = load_catalog(settings.catalog_path)
     bank = SimulatedBank(
         customers=config.customers,
@@ -189,9 +206,11 @@ async def _drive(
                     status=f"{report.events_sent:,} events, {report.decisions:,} decisions, "
                     f"accept rate {report.accept_rate():.1%}",
                 )
-        report.ingest = await _wait_for_ingest(client, report.events_sent)
-        report.models = await _wait_for_learning(client)
-    report.elapsed_s = time.perf_counter() - started
+        try:
+            await _wait_for_ingest(client, report)
+            await _wait_for_learning(client, report)
+        finally:
+            report.elapsed_s = time.perf_counter() - started
     return report
 
 
@@ -242,24 +261,66 @@ async def _decide_and_answer(
     return bank.outcome_events(customer_id, top, decision["decision_id"], channel, answer, shown_at)
 
 
-async def _wait_for_learning(client: httpx.AsyncClient) -> dict[str, Any]:
-    """Wait until the served model has learned every answer the workers forwarded."""
-    deadline = time.monotonic() + LEARN_TIMEOUT_S
-    while True:
-        models: dict[str, Any] = (await client.get("/v1/models")).json()
-        learned = sum(models["propensity"]["outcomes_learned"].values())
-        forwarded = (models.get("attribution") or {}).get("forwarded", 0)
-        if learned >= forwarded or time.monotonic() > deadline:
-            return models
-        await asyncio.sleep(0.25)
+async def _wait_for_ingest(client: httpx.AsyncClient, report: DemoReport) -> None:
+    """Wait until the worker has applied every accepted event (`report.ingest` follows it).
+
+    Raises `FellBehind` if it applies nothing more for STALL_TIMEOUT_S with events left.
+    """
+    expected = report.events_sent
+
+    async def applied() -> int:
+        report.ingest = (await client.get("/healthz")).json().get("ingest", {})
+        return int(report.ingest.get("applied", 0))
+
+    done = await _wait_while_moving(applied, expected)
+    if done < expected:
+        raise FellBehind(
+            "worker",
+            f"the worker applied {done:,} of the {expected:,} events the API accepted and "
+            f"applied none for {STALL_TIMEOUT_S:.0f} s",
+            report,
+        )
 
 
-async def _wait_for_ingest(client: httpx.AsyncClient, expected: int) -> dict[str, int]:
-    """Wait until the worker has processed every accepted event; return its counters."""
-    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+async def _wait_for_learning(client: httpx.AsyncClient, report: DemoReport) -> None:
+    """Wait until the served model has learned every answer the demo reported (each accept
+    and decline of a shown action), and is at least version 1 if there were any;
+    `report.models` follows it.
+
+    The target is the demo's own count, not the worker's `forwarded` counter: the worker
+    counts an event applied before it forwards the answer it carries, so right after the
+    last event is applied that counter can still be short of the truth. Raises `FellBehind`
+    if the model learns nothing more for STALL_TIMEOUT_S with answers left.
+    """
+    answered = report.answers["accept"] + report.answers["decline"]
+
+    async def learned() -> int:
+        report.models = (await client.get("/v1/models")).json()
+        return sum(report.models["propensity"]["outcomes_learned"].values())
+
+    done = await _wait_while_moving(learned, answered)
+    version = report.models["propensity"]["version"]
+    if done < answered or (answered and version < 1):
+        forwarded = (report.models.get("attribution") or {}).get("forwarded", 0)
+        raise FellBehind(
+            "worker",
+            f"the worker that learns (it owns the `outcomes` topic) learned {done:,} of the "
+            f"{answered:,} answers reported ({forwarded:,} forwarded to it; served version "
+            f"{version}) and learned none for {STALL_TIMEOUT_S:.0f} s",
+            report,
+        )
+
+
+async def _wait_while_moving(progress: Callable[[], Awaitable[int]], target: int) -> int:
+    """Poll `progress` until it reaches `target` or stops moving for STALL_TIMEOUT_S;
+    return the last value."""
+    last, moved = -1, time.monotonic()
     while True:
-        ingest: dict[str, int] = (await client.get("/healthz")).json().get("ingest", {})
-        processed = sum(ingest.values())
-        if processed >= expected or time.monotonic() > deadline:
-            return ingest
-        await asyncio.sleep(0.25)
+        value = await progress()
+        if value >= target:
+            return value
+        if value != last:
+            last, moved = value, time.monotonic()
+        elif time.monotonic() - moved > STALL_TIMEOUT_S:
+            return value
+        await asyncio.sleep(POLL_INTERVAL_S)

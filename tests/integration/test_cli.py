@@ -222,28 +222,31 @@ def test_killed_supervisor_leaves_no_orphans(tmp_path: Path) -> None:
     assert not left, f"processes left behind: {left}"
 
 
-def test_demo_drives_a_simulated_bank_and_reports(tmp_path: Path) -> None:
+def test_demo_in_its_real_batch_shapes_applies_and_learns_everything(tmp_path: Path) -> None:
+    """The demo's own batch shapes: 3,000 customers, each simulated day's events in requests
+    of EVENTS_PER_REQUEST and its ~1,200 impressions and answers in one request."""
     result = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "demo",
-         "--customers", "300", "--days", "2", "--decisions-per-day", "40"],
+        [sys.executable, "-m", "engine.cli", "demo", "--customers", "3000", "--days", "2"],
         env=clean_environment() | {"COLUMNS": "200"},
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=300,
         check=False,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     report = result.stdout
-    assert "decisions served" in report
-    assert "│ 80 " in report.split("decisions served")[1].splitlines()[0]
+    assert "│ 1,200 " in report.split("decisions served")[1].splitlines()[0]
     sent = int(report.split("events sent (API accepted)")[1].split("│")[1].replace(",", ""))
     applied = report.split("events processed by the worker")[1].split("│")[1]
-    assert sent > 0
+    assert sent > 10_000
     assert applied.strip().startswith(f"{sent:,} applied")
-    # every accept and decline of the top action was learned from, day by day
+    # every accept and decline of the top action was learned from
     answers = report.split("answers to the top action")[1].split("│")[1]
     counts = dict(reversed(part.split()) for part in answers.split(","))
     learned = report.split("model learned")[1].split("│")[1]
     answered = int(counts["accept"].replace(",", "")) + int(counts["decline"].replace(",", ""))
+    assert answered > 0
     assert f": {answered:,} answers learned, 0 with an unknown decision" in learned
+    version = int(learned.split("version")[1].split(":")[0])
+    assert version >= 1
     assert len(report.split("accept rate by day")[1].split("│")[1].split()) == 2
