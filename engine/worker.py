@@ -203,7 +203,8 @@ def create_app(settings: Settings, *, datadir: Path) -> faust.App:
     async def apply_messages(messages: Sequence[faust.types.EventT]) -> None:
         """Apply the events of several Kafka messages as one batch (fewer round trips per
         event), each invalid or late item to the dead-letter topic with its reason."""
-        decoded = [(message, *decode_message(message.value)) for message in messages]
+        skew = settings.max_clock_skew_s  # an event further ahead of the clock: dead-lettered
+        decoded = [(m, *decode_message(m.value, max_ahead_s=skew)) for m in messages]
         events: list[Event] = []
         for message, valid, rejections, items in decoded:
             events += valid

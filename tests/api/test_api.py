@@ -6,6 +6,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -165,6 +166,37 @@ async def test_too_many_events_is_a_413_and_publishes_nothing(settings: Settings
         assert at_limit.json()["accepted"] == 3
     events = await published(settings, 3)
     assert sorted(event.event_id for event in events) == ["ok0", "ok1", "ok2"]
+
+
+async def test_an_event_ahead_of_the_clock_is_refused_and_its_neighbours_published(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    batch = [raw("e0"), raw("e1", ts="2099-01-01T00:00:00Z"), raw("e2")]
+    response = await api.post("/v1/events", json=batch)
+    assert response.status_code == 422
+    body = response.json()
+    assert (body["accepted"], body["rejected"]) == (2, 1)
+    [error] = body["errors"]
+    assert (error["index"], error["event_id"]) == (1, "e1")
+    assert error["reason"].startswith("ts: 2099-01-01T00:00:00Z is ")
+    assert error["reason"].endswith(
+        "s ahead of this server's clock; at most 300 s ahead is accepted (NBA_MAX_CLOCK_SKEW_S)"
+    )
+    events = await published(settings, 2)
+    assert sorted(event.event_id for event in events) == ["e0", "e2"]
+
+
+async def test_the_clock_skew_allowed_is_a_setting(settings: Settings) -> None:
+    soon = (datetime.now(UTC) + timedelta(seconds=120)).isoformat()
+    async with serve(settings.model_copy(update={"max_clock_skew_s": 60})) as strict:
+        refused = await strict.post("/v1/events", json=raw("e0", ts=soon))
+        assert refused.status_code == 422
+        assert "at most 60 s ahead" in refused.json()["errors"][0]["reason"]
+    async with serve(settings) as default:
+        accepted = await default.post("/v1/events", json=raw("e1", ts=soon))
+        assert accepted.status_code == 202
+    [event] = await published(settings, 1)
+    assert event.event_id == "e1"
 
 
 # --- GET /v1/customers/{id} --------------------------------------------------------------
