@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +23,7 @@ from engine.embedded import free_port
 from engine.settings import Settings
 from engine.topics import ensure_topics
 from features.derived import FEATURES
-from features.events import Event, decode_message
+from features.events import MAX_AMOUNT, Event, decode_message
 from features.state import FeatureFold
 from features.store import RedisFeatureStore
 from models.checkpoints import CheckpointStore, LearnerState
@@ -246,6 +247,58 @@ async def test_a_known_customer_has_flat_and_grouped_features(
         assert family == feature.family
         assert item["description"] == feature.description
         assert item["value"] == flat[feature.name]
+
+
+def numbers_in(value: Any) -> list[float]:
+    """Every number in a decoded JSON value, however deeply nested."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int | float):
+        return [float(value)]
+    if isinstance(value, dict):
+        return [number for item in value.values() for number in numbers_in(item)]
+    if isinstance(value, list):
+        return [number for item in value for number in numbers_in(item)]
+    return []
+
+
+#: Histories a customer could have stored before event times were bounded by the clock,
+#: and the largest ones the schema allows: (time, amount) of each transaction.
+EXTREME_STATES: dict[str, list[tuple[float | str, float]]] = {
+    "in-2099": [(TS, 25.0), ("2099-01-01T00:00:00Z", 25.0)],
+    "in-9999": [(TS, 25.0), ("9999-12-31T23:59:59Z", MAX_AMOUNT)],
+    "at-epoch-0": [(0, 25.0), (TS, 25.0)],
+    # 1,844 events of MAX_AMOUNT are as much as a day's amount can hold in 64 bits
+    "max-amounts": [(TS, MAX_AMOUNT)] * 1_844,
+    "many-events": [(1_767_605_400 + 600 * i, 1.0 + i % 100) for i in range(20_000)],
+}
+
+
+async def test_no_stored_state_makes_the_profile_or_a_decision_fail(
+    api: httpx.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    for customer, history in EXTREME_STATES.items():
+        await write_features(
+            redis,
+            settings,
+            [
+                raw(f"{customer}-{i}", customer, ts=ts, amount=amount)
+                for i, (ts, amount) in enumerate(history)
+            ],
+        )
+    for customer, history in EXTREME_STATES.items():
+        profile = await api.get(f"/v1/customers/{customer}")
+        assert profile.status_code == 200, (customer, profile.text)
+        flat = profile.json()["features"]
+        assert flat["txn_count"] == len(history), customer
+        assert None not in flat.values(), customer  # orjson writes NaN and infinity as null
+        assert all(math.isfinite(number) for number in numbers_in(profile.json())), customer
+        decision = await api.get(f"/v1/customers/{customer}/next-best-actions?channel=mobile")
+        assert decision.status_code == 200, (customer, decision.text)
+        actions = decision.json()["actions"]
+        assert actions, customer
+        assert all(isinstance(action["score"], float) for action in actions), customer
+        assert all(math.isfinite(number) for number in numbers_in(decision.json())), customer
 
 
 @pytest.mark.parametrize("path", ["/v1/customers/%7BC1%7D", "/v1/customers/C%201"])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
+import time
 from typing import Any
 
 import pytest
@@ -297,3 +299,28 @@ async def test_bulk_batches_follow_linked_identifiers(redis: Redis, settings: Se
 
     assert result.applied == 100
     assert await stored_states(store) == reference(events)
+
+
+def transaction(event_id: str, at: float, customer_id: str = "C1") -> Event:
+    return Event.model_validate(
+        {"event_id": event_id, "customer_id": customer_id, "type": "transaction",
+         "channel": "pos", "ts": at, "amount": 10.0}
+    )  # fmt: skip
+
+
+FAR_FUTURE = 4_070_908_800.0  # 2099-01-01T00:00:00Z
+
+
+async def test_linking_an_identity_far_ahead_in_time_merges_without_overflow(
+    redis: Redis, settings: Settings
+) -> None:
+    store = store_for(redis, settings)
+    now = time.time()
+    await store.apply([transaction("mine", now - 60), transaction("theirs", FAR_FUTURE, "D1")])
+
+    await store.link("C1", "D1")
+
+    features = await store.read("C1")
+    assert features is not None
+    assert features["txn_count"] == 2
+    assert all(math.isfinite(v) for v in features.values() if isinstance(v, float))
