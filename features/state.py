@@ -30,7 +30,10 @@ its UTC day while the day is within the allowed lateness of the customer's lates
 time (`watermark`); an event seen before is a DUPLICATE. An event older than the
 watermark minus the allowed lateness is LATE and not applied (the caller dead-letters
 it with the reason): its id may have been forgotten, so applying it could count it
-twice. Within that lateness, any order and any duplication give the same state.
+twice. Within that lateness, any order and any duplication give the same state. A
+watermark further ahead of the clock than the allowed skew (`FeatureFold.bound_to`) is
+brought back to it before events are applied, so that one bad time cannot make every
+later event of the customer late.
 """
 
 from __future__ import annotations
@@ -229,6 +232,30 @@ class FeatureFold:
         self.prune(state)
         return results
 
+    def bound_to(self, state: CustomerState, horizon: float) -> bool:
+        """Bring a state whose latest event time is past `horizon` back to it; whether it did.
+
+        `horizon` is the latest event time believable now: the caller's clock plus the
+        allowed clock skew (`FeatureConfig.max_clock_skew_s`). A watermark past it was
+        stored before events ahead of the clock were refused, or by a writer whose clock
+        ran fast. Left as it is, it would refuse the customer's every event as late until
+        that time comes, drop their event ids and daily buckets as too old, and keep the
+        decayed sums referenced to that time, where today's events weigh nothing. So the
+        watermark becomes the horizon, and the decayed sums are valued as of the old
+        watermark (its events at age 0, the earlier ones decayed from there: no weight
+        above 1) and referenced to the horizon's day. What the state counts (counts, sums,
+        times, buckets, the event ids kept) is left as it is.
+        """
+        if state.watermark <= horizon:
+            return False
+        for index in self._decayed:
+            exponent = min(0, state.decay_epoch - state.watermark) * self._inverse_half_lives[index]
+            self._scale_decayed(state, index, 2.0**exponent)
+        state.watermark = int(horizon)
+        state.decay_epoch = int(horizon // SECONDS_PER_DAY) * SECONDS_PER_DAY
+        state.prune_due = 0
+        return True
+
     def prune(self, state: CustomerState) -> None:
         """Drop event ids and daily buckets too old to matter any more (idempotent).
 
@@ -275,8 +302,8 @@ class FeatureFold:
         sums' reference time (events ahead of `now`) takes them as they are at the
         reference instead of weighing them up by 2^(ahead / half-life). A state whose
         latest event time is further ahead of `now` than the allowed clock skew (stored
-        before event times were bounded) is read as of that time: its latest events at
-        age 0, none weighing more than 1.
+        before event times were bounded) is read as of that time, as `bound_to` values
+        it: its latest events at age 0, none weighing more than 1.
         """
         if state.watermark - now > self._max_clock_skew_s:
             now = state.watermark

@@ -451,3 +451,32 @@ def test_merging_an_identity_far_ahead_in_time_does_not_overflow() -> None:
     earlier = fold([event("transaction", T0, "pos", amount=10.0)])
     FOLD.merge(future, earlier)  # and the other way round
     assert read_features(FOLD, future, FAR_FUTURE)["txn_decayed_count"] == pytest.approx(1.0)
+
+
+def test_a_watermark_ahead_of_the_horizon_is_brought_back_and_todays_events_apply() -> None:
+    state = fold([event("transaction", T0 - DAY, "pos", amount=10.0, event_id="yesterday")])
+    FOLD.apply_all(state, [event("transaction", FAR_FUTURE, "pos", amount=10.0, event_id="2099")])
+    today = event("transaction", T0, "pos", amount=10.0, event_id="today")
+    assert FOLD.apply(state, today) is Applied.LATE  # what a stored 2099 did, for good
+
+    horizon = T0 + 300
+    assert FOLD.bound_to(state, horizon) is True
+    assert FOLD.bound_to(state, horizon) is False  # nothing left to bring back
+    assert state.watermark == int(horizon)
+    assert FOLD.apply_all(state, [today, today]) == [Applied.APPLIED, Applied.DUPLICATE]
+    values = read_features(FOLD, state, T0 + 60)
+    assert_finite(values)
+    assert values["txn_count"] == 3
+    assert values["txn_count_7d"] == 1  # today's bucket is kept; 2099's is not in the window
+    # the 2099 purchase counts at age 0 from today, today's purchase adds to it
+    assert values["txn_decayed_count"] == pytest.approx(2.0, rel=0.05)
+    yesterday = event("transaction", T0 - DAY, "pos", amount=10.0, event_id="late-again")
+    assert FOLD.apply(state, yesterday) is Applied.APPLIED  # within the lateness of the horizon
+
+
+def test_bounding_leaves_a_state_within_the_horizon_untouched() -> None:
+    events = random_stream(random.Random(5), 80)
+    state = fold(events)
+    before = FOLD.encode(state)
+    assert FOLD.bound_to(state, T0 + 30 * DAY) is False
+    assert FOLD.encode(state) == before

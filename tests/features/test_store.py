@@ -311,6 +311,29 @@ def transaction(event_id: str, at: float, customer_id: str = "C1") -> Event:
 FAR_FUTURE = 4_070_908_800.0  # 2099-01-01T00:00:00Z
 
 
+@pytest.mark.parametrize("cached_states", [0, 100], ids=["uncached", "cached"])
+async def test_a_latest_event_time_far_ahead_no_longer_makes_every_event_late(
+    redis: Redis, settings: Settings, cached_states: int
+) -> None:
+    store = store_for(redis, settings, cached_states=cached_states)
+    now = time.time()
+    # what a stored state could hold before event times were bounded at the door
+    await store.apply([transaction("before", now - 3_600), transaction("2099", FAR_FUTURE)])
+
+    result = await store.apply([transaction("today", now)])
+
+    assert (result.applied, result.late) == (1, [])
+    assert (await store.apply([transaction("today", now)])).duplicates == 1
+    state = await store.read_state("C1")
+    assert state is not None
+    assert state.watermark <= time.time() + FOLD.config.max_clock_skew_s
+    features = await store.read("C1")
+    assert features is not None
+    assert features["txn_count"] == 3
+    assert features["txn_count_7d"] == 1  # today's; the 2099 day is not in a window of now
+    assert 1.0 <= features["txn_decayed_count"] <= 2.0  # 2099's at age 0, plus today's
+
+
 async def test_linking_an_identity_far_ahead_in_time_merges_without_overflow(
     redis: Redis, settings: Settings
 ) -> None:
@@ -324,3 +347,4 @@ async def test_linking_an_identity_far_ahead_in_time_merges_without_overflow(
     assert features is not None
     assert features["txn_count"] == 2
     assert all(math.isfinite(v) for v in features.values() if isinstance(v, float))
+    assert (await store.apply([transaction("next", now)])).late == []
