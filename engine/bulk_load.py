@@ -7,13 +7,14 @@ folded: ~58,000 events/s from one process in `benchmarks.ingest_store`), not thr
 Kafka, and are not counted as ingested by the stream. One event per line, in the wire
 form of `POST /v1/events`; blank lines are skipped.
 
-Nothing is lost silently: a line that is not a valid event, and an event the store
-refuses as late (older than the allowed lateness behind its customer's latest event:
-give the file in time order per customer), goes to the rejects file with its reason,
-and loading goes on. Loading a file again changes nothing (event ids are deduplicated
-within the allowed lateness). An `identity_linked` event links its identifier once the
-batch holding it is written, as the worker does, so the events after it that name the
-identifier reach the customer.
+Nothing is lost silently: a line that is not a valid event (one timed more than
+`NBA_MAX_CLOCK_SKEW_S` ahead of the clock included), and an event the store refuses as
+late (older than the allowed lateness behind its customer's latest event: give the file
+in time order per customer), goes to the rejects file with its reason, and loading goes
+on. Loading a file again changes nothing (event ids are deduplicated within the allowed
+lateness). An `identity_linked` event links its identifier once the batch holding it is
+written, as the worker does, so the events after it that name the identifier reach the
+customer.
 """
 
 from __future__ import annotations
@@ -84,7 +85,9 @@ class EventLines:
 
     `batches()` stops after a batch that ends with an `identity_linked` event, so that
     the caller can link before the events after it are applied; call it again until
-    `exhausted`. `on_bytes` is told the size of the lines read, once per batch.
+    `exhausted`. `on_bytes` is told the size of the lines read, once per batch. An event
+    timed more than `max_ahead_s` ahead of the clock is rejected, as the API and the worker
+    reject it (its time would make the customer's events of today late).
     """
 
     def __init__(
@@ -94,7 +97,9 @@ class EventLines:
         report: LoadReport,
         on_bytes: Callable[[int], None] = lambda read: None,
         batch_size: int = LOAD_BATCH,
+        max_ahead_s: float | None = None,
     ) -> None:
+        self._max_ahead_s = max_ahead_s
         self._lines = enumerate(source, start=1)
         self._rejects = rejects
         self._report = report
@@ -132,7 +137,8 @@ class EventLines:
         if not raw.strip():
             return None
         try:
-            parsed = parse_event(orjson.loads(raw), index=number)
+            item = orjson.loads(raw)
+            parsed = parse_event(item, index=number, max_ahead_s=self._max_ahead_s)
         except orjson.JSONDecodeError as error:
             parsed = Rejection(number, None, f"line is not valid JSON: {error}")
         if isinstance(parsed, Rejection):
@@ -155,7 +161,8 @@ async def load_events(
     rejects = Rejects(rejects_path)
     try:
         with path.open("rb") as source:
-            lines = EventLines(source, rejects, report, on_bytes)
+            skew = store.fold.config.max_clock_skew_s
+            lines = EventLines(source, rejects, report, on_bytes, max_ahead_s=skew)
             while not lines.exhausted:
                 result = await store.apply_batches(lines.batches())
                 report.add(result)

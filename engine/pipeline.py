@@ -122,7 +122,8 @@ class EventsPipeline:
     """Applies batches of `events` messages; see the module's docstring for what and how.
 
     `send_dead_letter` and `send_outcomes` send one message to the dead-letter and the
-    outcomes topic; every message they are given is at most `max_message_bytes`.
+    outcomes topic; every message they are given is at most `max_message_bytes`. An event
+    more than `max_clock_skew_s` ahead of this process's clock is dead-lettered.
     """
 
     def __init__(
@@ -136,6 +137,7 @@ class EventsPipeline:
         send_dead_letter: Send,
         send_outcomes: Send,
         max_message_bytes: int,
+        max_clock_skew_s: float,
     ) -> None:
         self._store = store
         self._stats = stats
@@ -145,6 +147,7 @@ class EventsPipeline:
         self._send_dead_letter = send_dead_letter
         self._send_outcomes = send_outcomes
         self._max_message_bytes = max_message_bytes
+        self._max_clock_skew_s = max_clock_skew_s
         self.progress = Progress()
 
     async def apply(self, messages: Sequence[Message]) -> None:
@@ -183,7 +186,8 @@ class EventsPipeline:
 
     async def _apply(self, messages: Sequence[Message]) -> None:
         """One pass over a batch; transient failures waited out, others raised."""
-        decoded = [(message, *decode_message(message.value)) for message in messages]
+        skew = self._max_clock_skew_s  # an event further ahead of the clock: dead-lettered
+        decoded = [(m, *decode_message(m.value, max_ahead_s=skew)) for m in messages]
         events: list[Event] = []
         for message, valid, rejections, items in decoded:
             events += valid

@@ -51,6 +51,14 @@ class Settings(BaseSettings):
         description="how far behind a customer's latest event time an event may arrive and "
         "still be applied (event ids are remembered that long); later ones go to the DLQ",
     )
+    max_clock_skew_s: int = Field(
+        default=FeatureConfig().max_clock_skew_s,
+        ge=0,
+        description="how far ahead of the receiving server's clock an event time may be; an "
+        "event further ahead is refused by the API and dead-lettered by the worker (its "
+        "time would otherwise stand as the customer's latest event time and make the "
+        "customer's next events late)",
+    )
     state_cache_size: int = Field(
         default=20_000,
         ge=0,
@@ -224,6 +232,7 @@ class Settings(BaseSettings):
         return FeatureConfig(
             half_lives_days={**defaults.half_lives_days, **self.half_lives_days},
             allowed_lateness_s=self.allowed_lateness_s,
+            max_clock_skew_s=self.max_clock_skew_s,
             lifecycle=LifecycleThresholds(
                 new_days=self.lifecycle_new_days,
                 at_risk_after_days=self.lifecycle_at_risk_days,

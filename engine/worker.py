@@ -222,6 +222,7 @@ def create_app(settings: Settings, *, datadir: Path) -> faust.App:
         send_dead_letter=sender(dlq_topic),
         send_outcomes=sender(outcomes_topic),
         max_message_bytes=settings.max_message_bytes,
+        max_clock_skew_s=settings.max_clock_skew_s,
     )
 
     @app.agent(events_topic)

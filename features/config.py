@@ -58,7 +58,12 @@ class FeatureConfig:
     half-life: an interaction that happened that many days ago counts half as much as
     one happening now. `allowed_lateness_s` bounds how far behind the customer's latest
     event time an event may arrive and still be applied (it also bounds the event ids
-    kept for deduplication); later ones are refused with a reason.
+    kept for deduplication); later ones are refused with a reason. `max_clock_skew_s` is
+    how far ahead of the clock of the process applying it an event time is believed:
+    such an event is refused where events are decoded, and a customer whose stored latest
+    event time is further ahead than that (kept from before the check, or from a clock
+    that ran fast) has the lateness of new events measured from the clock plus this
+    skew instead, so that one bad time cannot refuse the customer's events for good.
     """
 
     half_lives_days: dict[str, float] = field(
@@ -71,6 +76,7 @@ class FeatureConfig:
         }
     )
     allowed_lateness_s: int = 2 * SECONDS_PER_DAY
+    max_clock_skew_s: int = 300
     lifecycle: LifecycleThresholds = field(default_factory=LifecycleThresholds)
     loyalty_tiers: tuple[tuple[str, float], ...] = DEFAULT_LOYALTY_TIERS
 
@@ -83,6 +89,8 @@ class FeatureConfig:
                 "allowed_lateness_s must be between 0 and 30 days (the windows keep 90 days "
                 f"of daily buckets), got {self.allowed_lateness_s}"
             )
+        if self.max_clock_skew_s < 0:
+            raise ValueError(f"max_clock_skew_s must be 0 or more, got {self.max_clock_skew_s}")
         minimums = [minimum for _, minimum in self.loyalty_tiers]
         if not minimums or minimums != sorted(minimums):
             raise ValueError("loyalty tiers must be given lowest first, with growing minimums")

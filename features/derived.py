@@ -58,7 +58,9 @@ def _clv_recency_days(r: Reading) -> int:
 
 def _clv_t_days(r: Reading) -> int:
     first = _first_purchase_day(r)
-    return 0 if first is None else _today(r) - first
+    # a first purchase ahead of the read day (kept from before event times were bounded) is
+    # as old as today's, as `_days_since` counts it, not a negative age
+    return 0 if first is None else max(0, _today(r) - first)
 
 
 def _clv_monetary(r: Reading) -> float:

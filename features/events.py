@@ -8,12 +8,15 @@ the worker pays Kafka's per-message cost once for many events.
 
 from __future__ import annotations
 
+import math
 import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from enum import StrEnum
 from functools import cached_property
+from operator import attrgetter
 from typing import Annotated, Any, Self
 
 import orjson
@@ -269,12 +272,31 @@ def describe_validation_error(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_event(item: Any, index: int = 0) -> Event | Rejection:
-    """Validate one decoded JSON item; never raises for bad input."""
+def _ahead_of_clock(event: Event, index: int, now: float, max_ahead_s: float) -> Rejection:
+    """The rejection of an event whose time is more than `max_ahead_s` after `now`."""
+    ahead = math.ceil(event.epoch_seconds - now)
+    when = event.ts.isoformat().replace("+00:00", "Z")
+    return Rejection(
+        index,
+        event.event_id,
+        f"ts: {when} is {ahead:,} s ahead of this server's clock; at most "
+        f"{max_ahead_s:,g} s ahead is accepted (NBA_MAX_CLOCK_SKEW_S)",
+    )
+
+
+def parse_event(
+    item: Any, index: int = 0, *, max_ahead_s: float | None = None, now: float | None = None
+) -> Event | Rejection:
+    """Validate one decoded JSON item; never raises for bad input.
+
+    With `max_ahead_s`, an event whose time is more than that many seconds after `now`
+    (default: this process's clock) is rejected: stored, its time would stand as the
+    customer's latest event time, and events of today would be refused as late.
+    """
     if not isinstance(item, dict):
         return Rejection(index, None, f"event must be a JSON object, got {type(item).__name__}")
     try:
-        return Event.model_validate(item)
+        event = Event.model_validate(item)
     except ValidationError as error:
         event_id = item.get("event_id")
         return Rejection(
@@ -282,14 +304,26 @@ def parse_event(item: Any, index: int = 0) -> Event | Rejection:
             event_id if isinstance(event_id, str) else None,
             describe_validation_error(error),
         )
+    if max_ahead_s is not None:
+        now = time.time() if now is None else now
+        if event.epoch_seconds > now + max_ahead_s:
+            return _ahead_of_clock(event, index, now, max_ahead_s)
+    return event
 
 
-def parse_items(items: list[Any]) -> tuple[list[Event], list[Rejection]]:
-    """Split decoded JSON items into valid events and rejections, keeping their order."""
+def parse_items(
+    items: list[Any], *, max_ahead_s: float | None = None, now: float | None = None
+) -> tuple[list[Event], list[Rejection]]:
+    """Split decoded JSON items into valid events and rejections, keeping their order.
+
+    `max_ahead_s` and `now` as for `parse_event` (the clock is read once for all items).
+    """
+    if max_ahead_s is not None and now is None:
+        now = time.time()
     events: list[Event] = []
     rejections: list[Rejection] = []
     for index, item in enumerate(items):
-        parsed = parse_event(item, index)
+        parsed = parse_event(item, index, max_ahead_s=max_ahead_s, now=now)
         if isinstance(parsed, Event):
             events.append(parsed)
         else:
@@ -317,27 +351,55 @@ class _DecodedOnDemand(Sequence[Any]):
 
 
 _ENVELOPE = TypeAdapter(list[Event])
+_EPOCH_SECONDS = attrgetter("epoch_seconds")
 
 
-def decode_message(payload: bytes) -> tuple[list[Event], list[Rejection], Sequence[Any]]:
+def _split_ahead(
+    events: list[Event], now: float, max_ahead_s: float
+) -> tuple[list[Event], list[Rejection]]:
+    """The events of an envelope within `max_ahead_s` of `now`, and rejections of the rest
+    by their position in the envelope."""
+    not_after = now + max_ahead_s
+    kept: list[Event] = []
+    ahead: list[Rejection] = []
+    for index, event in enumerate(events):
+        if event.epoch_seconds > not_after:
+            ahead.append(_ahead_of_clock(event, index, now, max_ahead_s))
+        else:
+            kept.append(event)
+    return kept, ahead
+
+
+def decode_message(
+    payload: bytes, *, max_ahead_s: float | None = None, now: float | None = None
+) -> tuple[list[Event], list[Rejection], Sequence[Any]]:
     """Decode one Kafka message value (an event or an envelope of events).
 
     Returns the valid events, the rejections, and the raw items (so that a rejected
     item can be sent to the dead-letter topic exactly as it arrived). An envelope whose
     items are all valid is validated straight from its bytes (pydantic's own JSON
     parser: about twice as fast); only one with a bad item is taken apart item by item.
+    `max_ahead_s` and `now` as for `parse_event`: on the fast path only the latest event
+    time is compared, and the events too far ahead are split off by position.
     """
     if payload[:1] == b"[":
         try:
-            return _ENVELOPE.validate_json(payload), [], _DecodedOnDemand(payload)
+            events = _ENVELOPE.validate_json(payload)
         except ValidationError:
             pass  # find which items are bad, one by one, below
+        else:
+            if max_ahead_s is not None and events:
+                now = time.time() if now is None else now
+                if max(map(_EPOCH_SECONDS, events)) > now + max_ahead_s:
+                    kept, ahead = _split_ahead(events, now, max_ahead_s)
+                    return kept, ahead, _DecodedOnDemand(payload)
+            return events, [], _DecodedOnDemand(payload)
     try:
         decoded = orjson.loads(payload)
     except orjson.JSONDecodeError as error:
         return [], [Rejection(0, None, f"message is not valid JSON: {error}")], [payload]
     items = decoded if isinstance(decoded, list) else [decoded]
-    events, rejections = parse_items(items)
+    events, rejections = parse_items(items, max_ahead_s=max_ahead_s, now=now)
     return events, rejections, items
 
 

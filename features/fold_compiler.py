@@ -10,7 +10,10 @@ writes reaches this code: names come from the registry and values from `repr`.
 A compiled function is called as `apply(slots, ts, units, key_channel, key_product,
 key_action, attrs, age)`, `age` being the event's time past the state's decay reference
 (seconds); it weighs the event by 2^(age / half-life) once per distinct half-life among
-the decayed features it touches, the half-lives being written into the source. A
+the decayed features it touches, the half-lives being written into the source. The
+weight cannot overflow, and the function does not check it (a check per event is what
+this module exists to avoid): `FeatureFold.apply` moves the reference forward before
+age / half-life passes `MAX_DECAY_EXPONENT`, and a negative age only makes it smaller. A
 feature's `where` condition is written into the fold of the one event type it concerns.
 """
 

@@ -20,14 +20,20 @@ Semantics, by kind (all by event time, never arrival time):
   (features.daily).
 - DECAYED: Σ contribution · 2^-(age / half-life), kept relative to a per-customer
   reference time. The one float aggregate: a different order changes at most the last
-  bits (relative error ~1e-15), not the value.
+  bits (relative error ~1e-15), not the value. No exponent can overflow: the reference
+  moves forward before a weight passes 2^MAX_DECAY_EXPONENT, a read never weighs a sum up
+  from its reference (an event ahead of the read time counts with age 0 from there), and
+  rescaling to another reference only ever scales down.
 
 Exactly-once effect: each applied event's id (an 8-byte BLAKE2b digest) is kept with
 its UTC day while the day is within the allowed lateness of the customer's latest event
 time (`watermark`); an event seen before is a DUPLICATE. An event older than the
 watermark minus the allowed lateness is LATE and not applied (the caller dead-letters
 it with the reason): its id may have been forgotten, so applying it could count it
-twice. Within that lateness, any order and any duplication give the same state.
+twice. Within that lateness, any order and any duplication give the same state. A
+watermark further ahead of the clock than the allowed skew (`FeatureFold.bound_to`) is
+brought back to it before events are applied, so that one bad time cannot make every
+later event of the customer late.
 """
 
 from __future__ import annotations
@@ -155,6 +161,7 @@ class FeatureFold:
         self.config = config
         self.stored = stored
         self._lateness = config.allowed_lateness_s
+        self._max_clock_skew_s = config.max_clock_skew_s
         self._inverse_half_lives = [
             1.0 / config.half_life_s(f.decay) if f.decay else 0.0 for f in stored
         ]
@@ -225,6 +232,30 @@ class FeatureFold:
         self.prune(state)
         return results
 
+    def bound_to(self, state: CustomerState, horizon: float) -> bool:
+        """Bring a state whose latest event time is past `horizon` back to it; whether it did.
+
+        `horizon` is the latest event time believable now: the caller's clock plus the
+        allowed clock skew (`FeatureConfig.max_clock_skew_s`). A watermark past it was
+        stored before events ahead of the clock were refused, or by a writer whose clock
+        ran fast. Left as it is, it would refuse the customer's every event as late until
+        that time comes, drop their event ids and daily buckets as too old, and keep the
+        decayed sums referenced to that time, where today's events weigh nothing. So the
+        watermark becomes the horizon, and the decayed sums are valued as of the old
+        watermark (its events at age 0, the earlier ones decayed from there: no weight
+        above 1) and referenced to the horizon's day. What the state counts (counts, sums,
+        times, buckets, the event ids kept) is left as it is.
+        """
+        if state.watermark <= horizon:
+            return False
+        for index in self._decayed:
+            exponent = min(0, state.decay_epoch - state.watermark) * self._inverse_half_lives[index]
+            self._scale_decayed(state, index, 2.0**exponent)
+        state.watermark = int(horizon)
+        state.decay_epoch = int(horizon // SECONDS_PER_DAY) * SECONDS_PER_DAY
+        state.prune_due = 0
+        return True
+
     def prune(self, state: CustomerState) -> None:
         """Drop event ids and daily buckets too old to matter any more (idempotent).
 
@@ -248,20 +279,35 @@ class FeatureFold:
         )
 
     def _move_decay_epoch(self, state: CustomerState, epoch: int) -> None:
-        """Rescale every decayed sum to a new reference time."""
+        """Rescale every decayed sum to a later reference time (each factor at most 1)."""
         for index in self._decayed:
             factor = 2.0 ** ((state.decay_epoch - epoch) * self._inverse_half_lives[index])
-            slot = state.slots[index]
-            if isinstance(slot, dict):
-                for key in slot:
-                    slot[key] *= factor
-            else:
-                state.slots[index] = slot * factor
+            self._scale_decayed(state, index, factor)
         state.decay_epoch = epoch
 
+    @staticmethod
+    def _scale_decayed(state: CustomerState, index: int, factor: float) -> None:
+        """Multiply a decayed slot (one sum, or one per key) by `factor`."""
+        slot = state.slots[index]
+        if isinstance(slot, dict):
+            for key in slot:
+                slot[key] *= factor
+        else:
+            state.slots[index] = slot * factor
+
     def decay_factor(self, state: CustomerState | PartialState, index: int, now: float) -> float:
-        """What a stored decayed sum is multiplied by to give its value at `now`."""
-        return 2.0 ** ((state.decay_epoch - now) * self._inverse_half_lives[index])
+        """What a stored decayed sum is multiplied by to give its value at `now`.
+
+        At most 1, so that no stored state can make a read overflow: a read before the
+        sums' reference time (events ahead of `now`) takes them as they are at the
+        reference instead of weighing them up by 2^(ahead / half-life). A state whose
+        latest event time is further ahead of `now` than the allowed clock skew (stored
+        before event times were bounded) is read as of that time, as `bound_to` values
+        it: its latest events at age 0, none weighing more than 1.
+        """
+        if state.watermark - now > self._max_clock_skew_s:
+            now = state.watermark
+        return 2.0 ** (min(0, state.decay_epoch - now) * self._inverse_half_lives[index])
 
     # -- identity merges ------------------------------------------------------------------
 
@@ -277,6 +323,9 @@ class FeatureFold:
             return
         if not into.decay_epoch:
             into.decay_epoch = other.decay_epoch
+        elif (other.decay_epoch - into.decay_epoch) / self._min_half_life > MAX_DECAY_EXPONENT:
+            # other's sums would be weighed up past the float range: move to its reference
+            self._move_decay_epoch(into, other.decay_epoch)
         for index, feature in enumerate(self.stored):
             mine, theirs = into.slots[index], other.slots[index]
             if feature.kind is Kind.DAILY:

@@ -528,7 +528,10 @@ class RedisFeatureStore:
                             if owner_raw is None
                             else self.fold.decode(owner_raw)
                         )
-                        self.fold.merge(state, self.fold.decode(source_raw))
+                        merged = self.fold.decode(source_raw)
+                        for bounded in (state, merged):  # as `_fold` does before applying
+                            self.fold.bound_to(bounded, self._horizon())
+                        self.fold.merge(state, merged)
                         pipe.set(keys[0], self.fold.encode(state))
                         pipe.delete(keys[1])
                     pipe.set(self.alias_key(source), owner)
@@ -551,14 +554,18 @@ class RedisFeatureStore:
         """Fold each customer's events into its state (in place).
 
         Returns, per customer in `keys` order, the key, the encoded state if it changed
-        (None if every event was a duplicate or late) and the state.
+        (None if every event was a duplicate or late) and the state. A state whose latest
+        event time is further ahead of this process's clock than the allowed skew is first
+        brought back to it (`FeatureFold.bound_to`), so that it does not make the
+        customer's every event late.
         """
         fold = self.fold
         applied = duplicates = 0
         late: list[LateEvent] = []
         folded: list[tuple[str, bytes | None, CustomerState]] = []
+        horizon = self._horizon()
         for (_, customer_events), key, state in zip(groups, keys, states, strict=True):
-            changed = False
+            changed = fold.bound_to(state, horizon)  # a latest event time far ahead: undone
             for event in customer_events:
                 outcome = fold.apply(state, event)
                 if outcome is Applied.APPLIED:
@@ -572,6 +579,10 @@ class RedisFeatureStore:
                 fold.prune(state)
             folded.append((key, fold.encode(state) if changed else None, state))
         return ApplyResult(applied=applied, duplicates=duplicates, late=late), folded
+
+    def _horizon(self) -> float:
+        """The latest event time believable now: this process's clock plus the allowed skew."""
+        return time.time() + self.fold.config.max_clock_skew_s
 
     def _late_reason(self, event: Event, state: CustomerState) -> str:
         lateness = self.fold.config.allowed_lateness_s

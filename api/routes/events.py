@@ -18,7 +18,8 @@ async def post_events(request: Request, services: ServicesDep) -> OrjsonResponse
 
     Valid events are published even when others in the same batch are rejected: the
     answer is 202 when all were accepted, 422 listing each rejected item by index with
-    its reason otherwise. Re-sending accepted events is harmless: features apply each
+    its reason otherwise (an event timed more than `NBA_MAX_CLOCK_SKEW_S` ahead of this
+    server's clock is one). Re-sending accepted events is harmless: features apply each
     `event_id` once.
     """
     try:
@@ -33,7 +34,7 @@ async def post_events(request: Request, services: ServicesDep) -> OrjsonResponse
             status.HTTP_413_CONTENT_TOO_LARGE,
             f"{len(items)} events in one request; send at most {limit} per request",
         )
-    events, rejections = parse_items(items)
+    events, rejections = parse_items(items, max_ahead_s=services.settings.max_clock_skew_s)
     await services.publisher.publish(events)
     content = {
         "accepted": len(events),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -22,7 +24,7 @@ from engine.embedded import free_port
 from engine.settings import Settings
 from engine.topics import ensure_topics
 from features.derived import FEATURES
-from features.events import Event, decode_message
+from features.events import MAX_AMOUNT, Event, decode_message
 from features.state import FeatureFold
 from features.stats import IngestStats
 from features.store import RedisFeatureStore
@@ -169,6 +171,37 @@ async def test_too_many_events_is_a_413_and_publishes_nothing(settings: Settings
     assert sorted(event.event_id for event in events) == ["ok0", "ok1", "ok2"]
 
 
+async def test_an_event_ahead_of_the_clock_is_refused_and_its_neighbours_published(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    batch = [raw("e0"), raw("e1", ts="2099-01-01T00:00:00Z"), raw("e2")]
+    response = await api.post("/v1/events", json=batch)
+    assert response.status_code == 422
+    body = response.json()
+    assert (body["accepted"], body["rejected"]) == (2, 1)
+    [error] = body["errors"]
+    assert (error["index"], error["event_id"]) == (1, "e1")
+    assert error["reason"].startswith("ts: 2099-01-01T00:00:00Z is ")
+    assert error["reason"].endswith(
+        "s ahead of this server's clock; at most 300 s ahead is accepted (NBA_MAX_CLOCK_SKEW_S)"
+    )
+    events = await published(settings, 2)
+    assert sorted(event.event_id for event in events) == ["e0", "e2"]
+
+
+async def test_the_clock_skew_allowed_is_a_setting(settings: Settings) -> None:
+    soon = (datetime.now(UTC) + timedelta(seconds=120)).isoformat()
+    async with serve(settings.model_copy(update={"max_clock_skew_s": 60})) as strict:
+        refused = await strict.post("/v1/events", json=raw("e0", ts=soon))
+        assert refused.status_code == 422
+        assert "at most 60 s ahead" in refused.json()["errors"][0]["reason"]
+    async with serve(settings) as default:
+        accepted = await default.post("/v1/events", json=raw("e1", ts=soon))
+        assert accepted.status_code == 202
+    [event] = await published(settings, 1)
+    assert event.event_id == "e1"
+
+
 # --- GET /v1/customers/{id} --------------------------------------------------------------
 
 
@@ -216,6 +249,58 @@ async def test_a_known_customer_has_flat_and_grouped_features(
         assert family == feature.family
         assert item["description"] == feature.description
         assert item["value"] == flat[feature.name]
+
+
+def numbers_in(value: Any) -> list[float]:
+    """Every number in a decoded JSON value, however deeply nested."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int | float):
+        return [float(value)]
+    if isinstance(value, dict):
+        return [number for item in value.values() for number in numbers_in(item)]
+    if isinstance(value, list):
+        return [number for item in value for number in numbers_in(item)]
+    return []
+
+
+#: Histories a customer could have stored before event times were bounded by the clock,
+#: and the largest ones the schema allows: (time, amount) of each transaction.
+EXTREME_STATES: dict[str, list[tuple[float | str, float]]] = {
+    "in-2099": [(TS, 25.0), ("2099-01-01T00:00:00Z", 25.0)],
+    "in-9999": [(TS, 25.0), ("9999-12-31T23:59:59Z", MAX_AMOUNT)],
+    "at-epoch-0": [(0, 25.0), (TS, 25.0)],
+    # 1,844 events of MAX_AMOUNT are as much as a day's amount can hold in 64 bits
+    "max-amounts": [(TS, MAX_AMOUNT)] * 1_844,
+    "many-events": [(1_767_605_400 + 600 * i, 1.0 + i % 100) for i in range(20_000)],
+}
+
+
+async def test_no_stored_state_makes_the_profile_or_a_decision_fail(
+    api: httpx.AsyncClient, redis: Redis, settings: Settings
+) -> None:
+    for customer, history in EXTREME_STATES.items():
+        await write_features(
+            redis,
+            settings,
+            [
+                raw(f"{customer}-{i}", customer, ts=ts, amount=amount)
+                for i, (ts, amount) in enumerate(history)
+            ],
+        )
+    for customer, history in EXTREME_STATES.items():
+        profile = await api.get(f"/v1/customers/{customer}")
+        assert profile.status_code == 200, (customer, profile.text)
+        flat = profile.json()["features"]
+        assert flat["txn_count"] == len(history), customer
+        assert None not in flat.values(), customer  # orjson writes NaN and infinity as null
+        assert all(math.isfinite(number) for number in numbers_in(profile.json())), customer
+        decision = await api.get(f"/v1/customers/{customer}/next-best-actions?channel=mobile")
+        assert decision.status_code == 200, (customer, decision.text)
+        actions = decision.json()["actions"]
+        assert actions, customer
+        assert all(isinstance(action["score"], float) for action in actions), customer
+        assert all(math.isfinite(number) for number in numbers_in(decision.json())), customer
 
 
 @pytest.mark.parametrize("path", ["/v1/customers/%7BC1%7D", "/v1/customers/C%201"])

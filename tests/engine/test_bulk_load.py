@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -82,6 +83,25 @@ async def test_a_history_loads_as_the_stream_would_apply_it(
 
     again = await load_events(loaded, source, tmp_path / "rejects-again")
     assert (again.applied, again.duplicates) == (0, 1_300)
+
+
+async def test_an_event_ahead_of_the_clock_is_rejected_and_the_rest_loads(
+    redis: Redis, settings: Settings, tmp_path: Path
+) -> None:
+    events = history(3)
+    future = events[0].model_copy(
+        update={"event_id": "future", "ts": datetime(2099, 1, 1, tzinfo=UTC)}
+    )
+    lines = [orjson.dumps(event.to_wire()) for event in [events[0], future, *events[1:]]]
+    source = write_lines(tmp_path / "history.jsonl", lines)
+
+    report = await load_events(store_for(redis, settings), source, tmp_path / "rejects")
+
+    assert (report.applied, report.rejected, report.late) == (3, 1, 0)
+    [reject] = [orjson.loads(line) for line in (tmp_path / "rejects").read_bytes().splitlines()]
+    assert reject["line"] == 2
+    assert reject["reason"].startswith("ts: 2099-01-01T00:00:00Z is ")
+    assert "at most 300 s ahead is accepted (NBA_MAX_CLOCK_SKEW_S)" in reject["reason"]
 
 
 async def test_events_after_a_link_reach_the_customer(

@@ -92,6 +92,7 @@ def pipeline(
         send_dead_letter=send_dead_letter,
         send_outcomes=send_outcomes,
         max_message_bytes=settings.max_message_bytes,
+        max_clock_skew_s=settings.max_clock_skew_s,
     )
     return events, store, decision_log
 

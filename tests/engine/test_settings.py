@@ -78,3 +78,10 @@ def test_the_no_answer_window_must_be_shorter_than_the_decision_ttl() -> None:
 def test_bad_no_answer_and_offpolicy_settings_are_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         Settings(**bad)  # type: ignore[arg-type]
+
+
+def test_the_clock_skew_reaches_the_feature_config_and_must_not_be_negative() -> None:
+    assert Settings().max_clock_skew_s == 300
+    assert Settings(max_clock_skew_s=5).feature_config().max_clock_skew_s == 5
+    with pytest.raises(ValidationError, match="max_clock_skew_s"):
+        Settings(max_clock_skew_s=-1)

@@ -253,3 +253,78 @@ def test_iter_customer_groups_keeps_per_customer_order() -> None:
         for customer, group in iter_customer_groups(events)
     ]
     assert groups == [("A", ["e0", "e2", "e5"]), ("B", ["e1", "e4"]), ("C", ["e3"])]
+
+
+# --- event times ahead of the receiving clock --------------------------------------------
+
+#: The receiving clock in these tests: 2026-01-05T09:30:00Z, the time of `raw()`'s event.
+NOW = 1_767_605_400.0
+
+
+def test_an_event_ahead_of_the_clock_by_more_than_the_skew_is_rejected_with_the_limit() -> None:
+    parsed = parse_event(raw(ts="2099-01-01T00:00:00Z"), index=2, max_ahead_s=300, now=NOW)
+    assert isinstance(parsed, Rejection)
+    assert (parsed.index, parsed.event_id) == (2, "e1")
+    ahead = int(datetime(2099, 1, 1, tzinfo=UTC).timestamp() - NOW)
+    assert parsed.reason == (
+        f"ts: 2099-01-01T00:00:00Z is {ahead:,} s ahead of this server's clock; at most "
+        "300 s ahead is accepted (NBA_MAX_CLOCK_SKEW_S)"
+    )
+
+
+def test_an_event_within_the_skew_is_accepted_and_one_second_more_is_not() -> None:
+    at_limit = datetime.fromtimestamp(NOW + 300, UTC).isoformat()
+    past_limit = datetime.fromtimestamp(NOW + 301, UTC).isoformat()
+    assert isinstance(parse_event(raw(ts=at_limit), max_ahead_s=300, now=NOW), Event)
+    assert isinstance(parse_event(raw(ts=past_limit), max_ahead_s=300, now=NOW), Rejection)
+    # without a bound (the default), any valid time is accepted, as before
+    assert isinstance(parse_event(raw(ts="9999-12-31T23:59:59Z")), Event)
+
+
+def test_the_skew_check_reads_this_process_clock_when_no_time_is_given() -> None:
+    soon = datetime.now(UTC) + timedelta(seconds=60)
+    late = datetime.now(UTC) + timedelta(hours=1)
+    assert isinstance(parse_event(raw(ts=soon.isoformat()), max_ahead_s=300), Event)
+    rejected = parse_event(raw(ts=late.isoformat()), max_ahead_s=300)
+    assert isinstance(rejected, Rejection)
+    assert "ahead of this server's clock" in rejected.reason
+
+
+def test_decode_message_splits_future_events_off_an_otherwise_valid_envelope() -> None:
+    items = [
+        raw(event_id="e0", customer_id="A"),
+        raw(event_id="e1", customer_id="B", ts="2099-01-01T00:00:00Z"),
+        raw(event_id="e2", customer_id="C"),
+    ]
+    events, rejections, decoded = decode_message(orjson.dumps(items), max_ahead_s=300, now=NOW)
+    assert [event.event_id for event in events] == ["e0", "e2"]
+    [rejection] = rejections
+    assert (rejection.index, rejection.event_id) == (1, "e1")
+    assert rejection.reason.startswith("ts: 2099-01-01T00:00:00Z is ")
+    assert decoded[rejection.index] == items[1]  # the raw item, for the dead-letter topic
+
+
+def test_decode_message_rejects_a_future_event_beside_an_invalid_one() -> None:
+    items = [
+        raw(event_id="e0", ts="2099-01-01T00:00:00Z"),
+        raw(event_id="e1", channel="fax"),
+        raw(event_id="e2"),
+    ]
+    events, rejections, _ = decode_message(orjson.dumps(items), max_ahead_s=300, now=NOW)
+    assert [event.event_id for event in events] == ["e2"]
+    assert [(r.index, r.reason.split(":")[0]) for r in rejections] == [(0, "ts"), (1, "channel")]
+
+
+def test_decode_message_of_a_single_future_event() -> None:
+    payload = orjson.dumps(raw(ts="2099-01-01T00:00:00Z"))
+    events, rejections, _ = decode_message(payload, max_ahead_s=0, now=NOW)
+    assert events == []
+    assert [rejection.event_id for rejection in rejections] == ["e1"]
+    assert "at most 0 s ahead" in rejections[0].reason
+
+
+def test_decode_message_keeps_an_envelope_of_present_events_whole() -> None:
+    items = [raw(event_id=f"e{i}", ts=NOW - i) for i in range(5)]
+    events, rejections, _ = decode_message(orjson.dumps(items), max_ahead_s=300, now=NOW)
+    assert rejections == []
+    assert [event.event_id for event in events] == [f"e{i}" for i in range(5)]

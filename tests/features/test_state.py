@@ -395,3 +395,88 @@ def test_half_lives_come_from_the_configuration() -> None:
     assert read_features(quick, state, T0 + DAY)["interest_savings"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="half-life"):
         FeatureConfig(half_lives_days={"interest": 0.0})
+
+
+# --- times far from the clock: no stored state makes a read fail ---------------------------
+
+FAR_FUTURE = datetime(2099, 1, 1, tzinfo=UTC).timestamp()
+LAST_SECOND = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()  # the schema's latest
+FIRST_SECOND = datetime(1, 1, 1, tzinfo=UTC).timestamp()  # and its earliest
+
+
+def assert_finite(values: dict[str, Any]) -> None:
+    """Every number read is finite, and no decayed value exceeds its undecayed count."""
+    bad = {n: v for n, v in values.items() if isinstance(v, float) and not math.isfinite(v)}
+    assert bad == {}
+    assert 0 <= values["txn_decayed_count"] <= values["txn_count"]
+    assert 0 <= values["ch_pos_decayed_count"] <= values["ch_pos_count"]
+
+
+# Histories that were accepted before event times were bounded by the clock.
+EXTREME_HISTORIES = {
+    "2099-after-today": [T0, FAR_FUTURE],
+    "2099-then-today": [FAR_FUTURE, T0 + 60],
+    "year-9999": [T0, LAST_SECOND],
+    "epoch-0-then-today": [0.0, T0],
+    "year-1-then-year-9999": [FIRST_SECOND, LAST_SECOND],
+    "2099-spread-over-months": [FAR_FUTURE + day * DAY for day in range(0, 300, 7)],
+}
+
+
+@pytest.mark.parametrize("times", EXTREME_HISTORIES.values(), ids=EXTREME_HISTORIES.keys())
+@pytest.mark.parametrize("now", [T0, FAR_FUTURE, LAST_SECOND], ids=["today", "2099", "9999"])
+def test_a_history_at_extreme_times_reads_as_finite_values(times: list[float], now: float) -> None:
+    events = [event("transaction", at, "pos", amount=10.0) for at in times]
+    state = fold(events)
+    assert_finite(read_features(FOLD, state, now))
+    assert_finite(read_features(FOLD, FOLD.decode(FOLD.encode(state)), now))
+
+
+def test_a_read_before_the_decay_reference_weighs_nothing_up() -> None:
+    state = fold([event("transaction", FAR_FUTURE + 3_600, "pos", amount=10.0)])
+    values = read_features(FOLD, state, T0)  # 73 years before the event
+    assert values["txn_decayed_count"] == pytest.approx(1.0, rel=0.01)  # age 0, nothing more
+    assert values["purchase_recency_days"] == 0.0
+    assert values["clv_t_days"] == 0  # the first purchase is not a negative number of days old
+
+
+def test_merging_an_identity_far_ahead_in_time_does_not_overflow() -> None:
+    today = fold([event("transaction", T0, "pos", amount=10.0)])
+    future = fold([event("transaction", FAR_FUTURE, "pos", amount=10.0)])
+    FOLD.merge(today, future)
+    values = read_features(FOLD, today, FAR_FUTURE)
+    assert_finite(values)
+    assert values["txn_count"] == 2
+    assert values["txn_decayed_count"] == pytest.approx(1.0)  # today's purchase decayed away
+    earlier = fold([event("transaction", T0, "pos", amount=10.0)])
+    FOLD.merge(future, earlier)  # and the other way round
+    assert read_features(FOLD, future, FAR_FUTURE)["txn_decayed_count"] == pytest.approx(1.0)
+
+
+def test_a_watermark_ahead_of_the_horizon_is_brought_back_and_todays_events_apply() -> None:
+    state = fold([event("transaction", T0 - DAY, "pos", amount=10.0, event_id="yesterday")])
+    FOLD.apply_all(state, [event("transaction", FAR_FUTURE, "pos", amount=10.0, event_id="2099")])
+    today = event("transaction", T0, "pos", amount=10.0, event_id="today")
+    assert FOLD.apply(state, today) is Applied.LATE  # what a stored 2099 did, for good
+
+    horizon = T0 + 300
+    assert FOLD.bound_to(state, horizon) is True
+    assert FOLD.bound_to(state, horizon) is False  # nothing left to bring back
+    assert state.watermark == int(horizon)
+    assert FOLD.apply_all(state, [today, today]) == [Applied.APPLIED, Applied.DUPLICATE]
+    values = read_features(FOLD, state, T0 + 60)
+    assert_finite(values)
+    assert values["txn_count"] == 3
+    assert values["txn_count_7d"] == 1  # today's bucket is kept; 2099's is not in the window
+    # the 2099 purchase counts at age 0 from today, today's purchase adds to it
+    assert values["txn_decayed_count"] == pytest.approx(2.0, rel=0.05)
+    yesterday = event("transaction", T0 - DAY, "pos", amount=10.0, event_id="late-again")
+    assert FOLD.apply(state, yesterday) is Applied.APPLIED  # within the lateness of the horizon
+
+
+def test_bounding_leaves_a_state_within_the_horizon_untouched() -> None:
+    events = random_stream(random.Random(5), 80)
+    state = fold(events)
+    before = FOLD.encode(state)
+    assert FOLD.bound_to(state, T0 + 30 * DAY) is False
+    assert FOLD.encode(state) == before

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
+import time
 from typing import Any
 
 import pytest
@@ -297,3 +299,52 @@ async def test_bulk_batches_follow_linked_identifiers(redis: Redis, settings: Se
 
     assert result.applied == 100
     assert await stored_states(store) == reference(events)
+
+
+def transaction(event_id: str, at: float, customer_id: str = "C1") -> Event:
+    return Event.model_validate(
+        {"event_id": event_id, "customer_id": customer_id, "type": "transaction",
+         "channel": "pos", "ts": at, "amount": 10.0}
+    )  # fmt: skip
+
+
+FAR_FUTURE = 4_070_908_800.0  # 2099-01-01T00:00:00Z
+
+
+@pytest.mark.parametrize("cached_states", [0, 100], ids=["uncached", "cached"])
+async def test_a_latest_event_time_far_ahead_no_longer_makes_every_event_late(
+    redis: Redis, settings: Settings, cached_states: int
+) -> None:
+    store = store_for(redis, settings, cached_states=cached_states)
+    now = time.time()
+    # what a stored state could hold before event times were bounded at the door
+    await store.apply([transaction("before", now - 3_600), transaction("2099", FAR_FUTURE)])
+
+    result = await store.apply([transaction("today", now)])
+
+    assert (result.applied, result.late) == (1, [])
+    assert (await store.apply([transaction("today", now)])).duplicates == 1
+    state = await store.read_state("C1")
+    assert state is not None
+    assert state.watermark <= time.time() + FOLD.config.max_clock_skew_s
+    features = await store.read("C1")
+    assert features is not None
+    assert features["txn_count"] == 3
+    assert features["txn_count_7d"] == 1  # today's; the 2099 day is not in a window of now
+    assert 1.0 <= features["txn_decayed_count"] <= 2.0  # 2099's at age 0, plus today's
+
+
+async def test_linking_an_identity_far_ahead_in_time_merges_without_overflow(
+    redis: Redis, settings: Settings
+) -> None:
+    store = store_for(redis, settings)
+    now = time.time()
+    await store.apply([transaction("mine", now - 60), transaction("theirs", FAR_FUTURE, "D1")])
+
+    await store.link("C1", "D1")
+
+    features = await store.read("C1")
+    assert features is not None
+    assert features["txn_count"] == 2
+    assert all(math.isfinite(v) for v in features.values() if isinstance(v, float))
+    assert (await store.apply([transaction("next", now)])).late == []

@@ -180,3 +180,39 @@ async def test_replaying_the_stream_changes_nothing(
         await producer.stop()
     assert counts == IngestCounts(applied=300, duplicates=300, dead_lettered=0)
     assert [await store.read(customer, now=now) for customer in customers] == once
+
+
+async def test_an_event_ahead_of_the_clock_written_to_kafka_is_dead_lettered(
+    settings: Settings, redis: Redis, worker: subprocess.Popen[bytes]
+) -> None:
+    """A producer writing straight to Kafka bypasses the API's check; the worker makes it."""
+    now = datetime.now(UTC)
+    envelope = [
+        {"event_id": "f0", "customer_id": "F1", "type": "login", "channel": "web",
+         "ts": now.isoformat()},
+        {"event_id": "f1", "customer_id": "F1", "type": "login", "channel": "web",
+         "ts": "2099-01-01T00:00:00Z"},
+    ]  # fmt: skip
+    following = {"event_id": "f2", "customer_id": "F1", "type": "login", "channel": "mobile",
+                 "ts": (now + timedelta(seconds=1)).isoformat()}  # fmt: skip
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.events_topic, orjson.dumps(envelope), partition=0)
+        await producer.send_and_wait(settings.events_topic, orjson.dumps(following), partition=0)
+    finally:
+        await producer.stop()
+
+    stats = IngestStats(redis, key_prefix=settings.key_prefix)
+    counts = await wait_for_processed(stats, expected=3)
+    assert counts == IngestCounts(applied=2, duplicates=0, dead_lettered=1)
+    [dead] = await read_dead_letters(settings, expected=1)
+    assert dead["item"]["event_id"] == "f1"
+    assert dead["reason"].startswith("ts: 2099-01-01T00:00:00Z is ")
+    assert "at most 300 s ahead is accepted (NBA_MAX_CLOCK_SKEW_S)" in dead["reason"]
+    store = RedisFeatureStore(
+        redis, FeatureFold(settings.feature_config()), key_prefix=settings.key_prefix
+    )
+    features = await store.read("F1")
+    assert features is not None
+    assert (features["ch_web_count"], features["ch_mobile_count"]) == (1, 1)
