@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     max_events_per_request: int = Field(default=10_000, ge=1)
+    max_request_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=MIN_MESSAGE_BYTES,
+        description="the largest body `POST /v1/events` reads; a larger one is refused (413) "
+        "before it is parsed",
+    )
     max_message_bytes: int = Field(
         default=DEFAULT_MAX_MESSAGE_BYTES,
         ge=MIN_MESSAGE_BYTES,

@@ -151,6 +151,12 @@ _TYPES_WITH_REQUIRED_ATTRS = frozenset(
 
 IDENTIFIER_RE = re.compile(IDENTIFIER_PATTERN)
 Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
+#: Attributes are bounded so that any valid event fits in one Kafka message, whatever its
+#: characters: 32 names of at most 64 characters and texts of at most 256 come to under
+#: 64 KiB of JSON even if every character is escaped (engine.settings.MIN_MESSAGE_BYTES).
+MAX_ATTRS = 32
+MAX_ATTR_NAME_CHARS = 64
+MAX_ATTR_TEXT_CHARS = 256
 AttrValue = str | int | float | bool
 
 
@@ -176,7 +182,7 @@ class Event(BaseModel):
     product: Identifier | None = None
     action_id: Identifier | None = None
     decision_id: Identifier | None = None
-    attrs: dict[str, AttrValue] = Field(default_factory=dict, max_length=32)
+    attrs: dict[str, AttrValue] = Field(default_factory=dict, max_length=MAX_ATTRS)
 
     @field_validator("amount")
     @classmethod
@@ -198,6 +204,8 @@ class Event(BaseModel):
         for name in _REQUIRED_FIELDS[self.type]:
             if fields[name] is None:
                 raise ValueError(f"{name} is required for events of type '{self.type}'")
+        if self.attrs:
+            _check_attr_sizes(self.attrs)
         if self.type in _TYPES_WITH_REQUIRED_ATTRS:
             self._check_attrs()
         # One form for every reader, whatever offset the event was sent with: the same
@@ -249,6 +257,23 @@ class Event(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         """The JSON-ready form of the event, without unset optional fields."""
         return self.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
+
+
+def _check_attr_sizes(attrs: dict[str, AttrValue]) -> None:
+    """Names and texts within their caps, integers within 64 bits (so the event fits in one
+    message and encodes: orjson refuses larger integers)."""
+    for name, value in attrs.items():
+        if len(name) > MAX_ATTR_NAME_CHARS:
+            raise ValueError(
+                f"attrs: the name {name[:16]!r}… has {len(name)} characters; at most "
+                f"{MAX_ATTR_NAME_CHARS}"
+            )
+        if isinstance(value, str) and len(value) > MAX_ATTR_TEXT_CHARS:
+            raise ValueError(
+                f"attrs.{name}: a text of {len(value)} characters; at most {MAX_ATTR_TEXT_CHARS}"
+            )
+        if type(value) is int and not -(2**63) <= value < 2**63:
+            raise ValueError(f"attrs.{name}: an integer beyond 64 bits")
 
 
 @dataclass(frozen=True, slots=True)

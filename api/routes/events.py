@@ -23,7 +23,7 @@ async def post_events(request: Request, services: ServicesDep) -> OrjsonResponse
     `event_id` once.
     """
     try:
-        body = orjson.loads(await request.body())
+        body = orjson.loads(await _body_within(request, services.settings.max_request_bytes))
     except orjson.JSONDecodeError as error:
         detail = f"body is not valid JSON: {error}"
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail) from error
@@ -43,3 +43,25 @@ async def post_events(request: Request, services: ServicesDep) -> OrjsonResponse
     }
     code = status.HTTP_422_UNPROCESSABLE_CONTENT if rejections else status.HTTP_202_ACCEPTED
     return OrjsonResponse(content, status_code=code)
+
+
+async def _body_within(request: Request, limit: int) -> bytes:
+    """The request's body, read no further than `limit` bytes (413 past it): a declared
+    length over the limit is refused before anything is read."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE, _too_large(f"{int(declared):,} bytes", limit)
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, _too_large("larger", limit))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(size: str, limit: int) -> str:
+    return f"the body is {size}; send at most {limit:,} bytes per request (NBA_MAX_REQUEST_BYTES)"

@@ -8,7 +8,11 @@ from typing import Any
 import orjson
 import pytest
 
+from engine.settings import MIN_MESSAGE_BYTES
 from features.events import (
+    MAX_ATTR_NAME_CHARS,
+    MAX_ATTR_TEXT_CHARS,
+    MAX_ATTRS,
     Channel,
     Event,
     EventType,
@@ -328,3 +332,46 @@ def test_decode_message_keeps_an_envelope_of_present_events_whole() -> None:
     events, rejections, _ = decode_message(orjson.dumps(items), max_ahead_s=300, now=NOW)
     assert rejections == []
     assert [event.event_id for event in events] == [f"e{i}" for i in range(5)]
+
+
+# --- attributes are bounded, so that any valid event fits in one message -----------------
+
+
+def largest_event() -> dict[str, Any]:
+    """The largest valid event on the wire: every id at its longest, 32 attributes with the
+    longest names and texts, every character one that JSON must escape (`\\u0001`)."""
+    escaped = "\x01"
+    return raw(
+        event_id="e" * 64,
+        customer_id="c" * 64,
+        type="offer_accepted",
+        channel="call_centre",
+        action_id="a" * 64,
+        decision_id="d" * 64,
+        product="p" * 64,
+        amount=999_999_999_999.9999,
+        attrs={
+            f"{index:02d}" + escaped * (MAX_ATTR_NAME_CHARS - 2): escaped * MAX_ATTR_TEXT_CHARS
+            for index in range(MAX_ATTRS)
+        },
+    )
+
+
+def test_the_largest_valid_event_fits_in_the_smallest_message_allowed() -> None:
+    event = Event.model_validate(largest_event())
+    assert len(event.attrs) == MAX_ATTRS
+    assert len(orjson.dumps(event.to_wire())) + 2 <= MIN_MESSAGE_BYTES  # as an envelope
+
+
+@pytest.mark.parametrize(
+    ("attrs", "reason"),
+    [
+        ({"note": "x" * 257}, "attrs.note: a text of 257 characters; at most 256"),
+        ({"k" * 65: 1}, "attrs: the name 'kkkkkkkkkkkkkkkk'… has 65 characters; at most 64"),
+        ({"big": 2**63}, "attrs.big: an integer beyond 64 bits"),
+    ],
+)
+def test_attributes_beyond_their_caps_are_refused_by_name(
+    attrs: dict[str, Any], reason: str
+) -> None:
+    assert rejection_of(raw(attrs=attrs)).reason == f"event: Value error, {reason}"

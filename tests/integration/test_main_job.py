@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from redis.asyncio import Redis
 
 from engine.settings import Settings
-from features.events import Event
+from features.events import MAX_ATTR_NAME_CHARS, MAX_ATTR_TEXT_CHARS, MAX_ATTRS, Event
 from features.publisher import EventPublisher
 from features.state import FeatureFold
 from features.stats import IngestCounts, IngestStats
@@ -170,3 +170,48 @@ async def test_a_frozen_worker_turns_readyz_to_503_within_the_stall_limit(
                 await asyncio.sleep(0.2)
     stats = IngestStats(redis, key_prefix=settings.key_prefix)
     assert await wait_for_processed(stats, expected=50) == IngestCounts(applied=50)
+
+
+def maximal_event(index: int) -> dict[str, object]:
+    """A valid page view carrying 32 attributes with the longest names and texts."""
+    return {
+        "event_id": f"big-{index}", "customer_id": f"B{index % 40}", "type": "page_view",
+        "channel": "web", "ts": "2026-11-02T12:00:00Z",
+        "attrs": {f"{n:02d}".ljust(MAX_ATTR_NAME_CHARS, "k"): f"{index}".ljust(
+            MAX_ATTR_TEXT_CHARS, "v") for n in range(MAX_ATTRS)},
+    }  # fmt: skip
+
+
+async def test_a_request_at_the_byte_limit_with_maximal_attributes_is_applied_in_full(
+    settings: Settings, redis: Redis, worker: subprocess.Popen[bytes]
+) -> None:
+    events: list[dict[str, object]] = []
+    body = b"[]"
+    while len(body) < settings.max_request_bytes - 20_000:
+        events.append(maximal_event(len(events)))
+        body = orjson.dumps(events)
+    assert settings.max_request_bytes - 20_000 <= len(body) <= settings.max_request_bytes
+    async with serve(settings) as api:
+        response = await api.post(
+            "/v1/events", content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 202, response.text
+        assert response.json()["accepted"] == len(events)
+        over = await api.post(
+            "/v1/events",
+            content=body + b" " * (settings.max_request_bytes - len(body) + 1),
+            headers={"content-type": "application/json"},
+        )
+        assert over.status_code == 413
+        assert "NBA_MAX_REQUEST_BYTES" in over.json()["detail"]
+    stats = IngestStats(redis, key_prefix=settings.key_prefix)
+    counts = await wait_for_processed(stats, expected=len(events))
+    assert counts == IngestCounts(applied=len(events))
+    store = RedisFeatureStore(
+        redis, FeatureFold(settings.feature_config()), key_prefix=settings.key_prefix
+    )
+    sent = Counter(str(event["customer_id"]) for event in events)
+    for customer, count in sent.items():
+        features = await store.read(customer)
+        assert features is not None
+        assert features["event_count"] == count
