@@ -57,6 +57,8 @@ import functools
 import logging
 import os
 import tempfile
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -106,6 +108,8 @@ NO_ANSWER_BATCH = 1000
 RFM_EDGES_REFRESH_S = 5.0
 #: The worker's exit status when it cannot go on (EX_SOFTWARE): its supervisor restarts it.
 EXIT_UNRECOVERABLE = 70
+#: How often a thread checks whether Faust has marked the app crashed.
+CRASH_WATCH_INTERVAL_S = 1.0
 
 
 def exit_for_restart(what: str, error: BaseException) -> NoReturn:
@@ -363,4 +367,15 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
         app = create_app(settings, datadir=Path(datadir))
         worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
         tune_garbage_collector()
+        threading.Thread(target=_exit_if_crashed, args=(app,), daemon=True).start()
         worker.execute_from_commandline()
+
+
+def _exit_if_crashed(app: faust.App) -> None:
+    """Watch, from a thread of its own, for Faust marking the app crashed (an internal
+    service failing outside our agents and timers): Faust then leaves the process running
+    with nothing working, so end it for the supervisor to restart."""
+    while not app.crashed:
+        time.sleep(CRASH_WATCH_INTERVAL_S)
+    reason = app.crash_reason or RuntimeError("no reason given")
+    exit_for_restart("the Faust app", reason)
