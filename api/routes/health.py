@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 
 from api.deps import ServicesDep
 from api.responses import OrjsonResponse
+from features.processes import ProcessRecord
 
 router = APIRouter(tags=["health"])
 
@@ -28,6 +29,11 @@ async def healthz(services: ServicesDep) -> OrjsonResponse:
         checks["ingest"] = asdict(await services.ingest_stats.read())
         workers = await services.ingest_stats.live_workers()
         checks["workers"] = [asdict(worker) for worker in workers]
+        # restarts and last exits of the processes `nba up` supervises (empty without it)
+        processes = await ProcessRecord(key_prefix=services.settings.key_prefix).read(
+            services.redis
+        )
+        checks["processes"] = {name: asdict(status) for name, status in processes.items()}
     except RedisError as error:
         checks["redis"] = f"unavailable: {error}"
     try:
