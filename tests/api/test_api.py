@@ -536,6 +536,7 @@ async def test_healthz_reports_redis_and_kafka(api: httpx.AsyncClient) -> None:
     assert (body["status"], body["redis"], body["kafka"]) == ("ok", "ok", "ok")
     assert body["ingest"] == {"applied": 0, "duplicates": 0, "dead_lettered": 0}
     assert body["workers"] == []
+    assert body["processes"] == {}, "no supervisor (`nba up`) has recorded a process"
 
 
 async def test_responses_are_json(api: httpx.AsyncClient) -> None:
