@@ -11,7 +11,6 @@ import asyncio
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -24,7 +23,7 @@ from rich.table import Table
 from actions.catalog import CatalogError, load_catalog
 from engine.demo import DemoConfig, FellBehind, run_demo
 from engine.settings import Settings
-from engine.supervisor import System, start_system, stop_on_sigterm
+from engine.supervisor import SupervisorError, System, start_system, stop_on_sigterm
 
 console = Console()
 
@@ -33,7 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nba", description="nba-engine: next-best actions")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    up = commands.add_parser("up", help="run servers (embedded unless configured), workers, API")
+    up = commands.add_parser(
+        "up",
+        help="run servers (embedded unless configured), workers, the learner and the API; "
+        "restart a worker, the learner or the API that exits (with backoff) until Ctrl-C, "
+        "or stop all with an error when one keeps failing to start",
+    )
     up.add_argument("--api-port", type=int, default=None, help="default: NBA_API_PORT or 8000")
     up.add_argument(
         "--workers",
@@ -178,16 +182,17 @@ def _worker_count(text: str) -> int:
 
 def _up(settings: Settings, api_port: int | None, workers: int) -> int:
     stop_on_sigterm()
-    with start_system(settings, api_port=api_port, workers=workers) as system:
-        _print_system(system)
-        console.print("Press Ctrl-C to stop.")
-        try:
-            while (failed := system.failed_child()) is None:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            console.print("Stopping…")
-            return 0
-        console.print(f"[red]{failed.name} exited with status {failed.process.returncode}[/red]")
+    try:
+        with start_system(settings, api_port=api_port, workers=workers, notify=_notify) as system:
+            _print_system(system)
+            console.print("Press Ctrl-C to stop.")
+            try:
+                system.supervise()
+            except KeyboardInterrupt:
+                console.print("Stopping…")
+                return 0
+    except SupervisorError as error:
+        _print_failure(error)
         return 1
 
 
@@ -199,30 +204,52 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     stop_on_sigterm()
     log_dir = Path(tempfile.mkdtemp(prefix="nba-demo-"))
     console.print("Starting the system (embedded servers, worker, API)…")
-    with start_system(settings, api_port=args.api_port, log_dir=log_dir) as system:
-        _print_system(system)
-        config = DemoConfig(
-            customers=args.customers,
-            days=args.days,
-            decisions_per_day=args.decisions_per_day,
-            seed=args.seed,
-        )
-        try:
-            report = run_demo(system.api_url, system.settings, config, console)
-        except FellBehind as error:
-            console.print(error.report.as_table())
-            logs = [
-                str(child.log_path)
-                for child in system.children
-                if child.log_path and child.name.startswith(error.part)
-            ]
-            console.print(f"[red bold]nba demo failed: {escape(str(error))}.[/red bold]")
-            console.print(f"[red]The {error.part}'s log: {escape(', '.join(logs))}[/red]")
-            console.print(f"[red]All logs are kept in {escape(str(log_dir))}[/red]")
-            return 1
+    try:
+        with start_system(
+            settings, api_port=args.api_port, log_dir=log_dir, notify=_notify
+        ) as system:
+            _print_system(system)
+            config = DemoConfig(
+                customers=args.customers,
+                days=args.days,
+                decisions_per_day=args.decisions_per_day,
+                seed=args.seed,
+            )
+            try:
+                report = system.run_supervised(
+                    lambda: run_demo(system.api_url, system.settings, config, console)
+                )
+            except FellBehind as error:
+                console.print(error.report.as_table())
+                logs = [
+                    str(child.log_path)
+                    for child in system.children
+                    if child.log_path and child.name.startswith(error.part)
+                ]
+                console.print(f"[red bold]nba demo failed: {escape(str(error))}.[/red bold]")
+                console.print(f"[red]The {error.part}'s log: {escape(', '.join(logs))}[/red]")
+                console.print(f"[red]All logs are kept in {escape(str(log_dir))}[/red]")
+                return 1
+    except SupervisorError as error:
+        _print_failure(error)
+        console.print(f"[red]All logs are kept in {escape(str(log_dir))}[/red]")
+        return 1
     console.print(report.as_table())
     shutil.rmtree(log_dir, ignore_errors=True)
     return 0
+
+
+def _notify(message: str) -> None:
+    """A supervised child's exit or restart, on the console."""
+    console.print(f"[yellow]{escape(message)}[/yellow]", soft_wrap=True)
+
+
+def _print_failure(error: SupervisorError) -> None:
+    """Why the system stopped (or never started), in red, then the end of the log of the
+    part to blame when it has a log file."""
+    console.print(f"[red]{escape(str(error))}[/red]", soft_wrap=True)
+    if error.log_tail:
+        console.print(escape(error.log_tail), highlight=False, soft_wrap=True)
 
 
 def _api(settings: Settings) -> int:

@@ -1,5 +1,5 @@
 """Run the whole system from one command: servers, Faust workers (one by default), the
-learner, the API.
+learner, the API — and keep it running.
 
 Servers not configured (`NBA_REDIS_URL`, `NBA_KAFKA_BOOTSTRAP`) are started embedded.
 Without `NBA_MODEL_KEY`, a random checkpoint key is generated for this run and given to
@@ -12,6 +12,21 @@ Several workers share the partitions of `events`, as in a deployment at scale; t
 system is ready when each has its share, so no rebalance follows right after. The
 learner runs the whole-base jobs (churn and segments, the base walk) that a lone worker
 would otherwise run on its event loop (`learner_in_workers` is off for the workers).
+
+Supervision (`System.supervise`, `System.run_supervised`): once the system is ready, a
+child that exits is restarted, as a process manager would restart it in production —
+after a backoff (RESTART_BACKOFF_S, doubling with each exit in a row up to
+RESTART_BACKOFF_MAX_S, back to the start once the child has stayed up
+BACKOFF_RESET_AFTER_S), with the same environment, appending to the same log. A killed
+worker loses nothing: its uncommitted events are read again by its successor and the
+store applies each event once. Each exit and restart is reported (name, exit status or
+signal, restarts so far, where its output goes) and recorded in Redis
+(`features.processes`), where `GET /healthz` reads it. The system stops only when asked
+(Ctrl-C, SIGTERM, or the caller's work being done), or when a child keeps failing to
+start — FAILING_EXITS exits in a row, each within FAILING_WITHIN_S of its start — which
+no restart will mend: then `ChildFailing` names it. A child failing during start-up
+stops the start at once (`SupervisorError`): the cause is nearly always the
+configuration. The embedded servers are not restarted: Tansu keeps its topics in memory.
 """
 
 from __future__ import annotations
@@ -22,14 +37,19 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Self
+from typing import IO, NoReturn, Self, TypeVar
 
 import httpx
+import redis
 from pydantic import SecretStr
+from redis.exceptions import RedisError
 
 from engine.embedded import (
     EmbeddedServices,
@@ -39,33 +59,87 @@ from engine.embedded import (
 )
 from engine.settings import Settings
 from engine.topics import ensure_topics
+from features.processes import ProcessRecord, ProcessStatus
+
+T = TypeVar("T")
 
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 10.0
 #: Joining the embedded broker's group waits half the session timeout: keep it short.
 EMBEDDED_SESSION_TIMEOUT_S = 6.0
+#: The wait before the first restart after an exit; it doubles with each exit in a row.
+RESTART_BACKOFF_S = 1.0
+RESTART_BACKOFF_MAX_S = 30.0
+#: A child up this long has recovered: its next exit waits RESTART_BACKOFF_S again.
+BACKOFF_RESET_AFTER_S = 60.0
+#: A child exiting this many times in a row, each time within FAILING_WITHIN_S of its
+#: start, is failing to start, not crashing now and then: the system stops.
+FAILING_EXITS = 5
+FAILING_WITHIN_S = 30.0
+#: How often the supervisor looks at its children.
+SUPERVISE_INTERVAL_S = 0.2
 
 
 class SupervisorError(RuntimeError):
-    """The system could not be brought up; the message says which part and why."""
+    """The system could not be brought up or kept up; the message says which part and why,
+    `log_tail` holds the last lines of that part's log when it has a log file."""
+
+    def __init__(self, message: str, *, log_tail: str = "") -> None:
+        super().__init__(message)
+        self.log_tail = log_tail
+
+
+class ChildFailing(SupervisorError):
+    """A child keeps exiting soon after each restart; the message names it and its exits."""
 
 
 @dataclass
 class Child:
-    """A child process of the supervisor with its output file (or the terminal)."""
+    """A child process of the supervisor with its output file (or the terminal), and its
+    history of exits: restarts so far, exits in a row, the last one."""
 
     name: str
+    command: str
     process: subprocess.Popen[bytes]
     log_path: Path | None
+    started_at: float = field(default_factory=time.monotonic)
+    restarts: int = 0
+    #: exits since the child last stayed up BACKOFF_RESET_AFTER_S (sets the backoff)
+    exits_in_a_row: int = 0
+    #: exits in a row each within FAILING_WITHIN_S of the start (FAILING_EXITS: give up)
+    failed_starts: int = 0
+    last_exit: str | None = None
+    last_exit_ts: float | None = None
+    #: when an exited child is due to start again (time.monotonic), None while it runs
+    restart_at: float | None = None
+
+    @property
+    def where_output_goes(self) -> str:
+        return str(self.log_path) if self.log_path is not None else "the supervisor's terminal"
 
     def tail(self, lines: int = 30) -> str:
         if self.log_path is None or not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
+    def status(self) -> ProcessStatus:
+        return ProcessStatus(
+            restarts=self.restarts, last_exit=self.last_exit, last_exit_ts=self.last_exit_ts
+        )
+
     def stop(self) -> None:
         """SIGTERM its process group; SIGKILL if it has not exited in time."""
         stop_process_group(self.process, STOP_TIMEOUT_S)
+
+
+def describe_exit(returncode: int) -> str:
+    """An exit status as a person reads it: "exited with status 1", "killed by SIGKILL"."""
+    if returncode >= 0:
+        return f"exited with status {returncode}"
+    try:
+        return f"killed by {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"killed by signal {-returncode}"
 
 
 @dataclass
@@ -77,6 +151,12 @@ class System:
     servers: EmbeddedServices
     workers: int = 1
     children: list[Child] = field(default_factory=list)
+    #: the environment every child starts (and restarts) with
+    env: dict[str, str] = field(default_factory=dict)
+    #: where each restart and exit is reported, one line each (e.g. the CLI's console)
+    notify: Callable[[str], None] = print
+    stopping: bool = False
+    _redis: redis.Redis | None = field(default=None, repr=False)
 
     def describe(self) -> list[tuple[str, str]]:
         """(part, where it listens) for every part, for printing."""
@@ -105,13 +185,109 @@ class System:
         return rows
 
     def failed_child(self) -> Child | None:
-        """A child that has exited, if any (the system is then broken)."""
+        """A child that has exited, if any (during start-up the system is then broken)."""
         return next((child for child in self.children if child.process.poll() is not None), None)
 
+    @property
+    def record(self) -> ProcessRecord:
+        return ProcessRecord(key_prefix=self.settings.key_prefix)
+
+    def supervise(self) -> NoReturn:
+        """Keep every child running until Ctrl-C or SIGTERM (KeyboardInterrupt, see
+        `stop_on_sigterm`); raise `ChildFailing` when one keeps failing to start.
+
+        Call it from the thread that started the system: a child dies with the thread
+        that started it (`die_with_parent_hook`), and restarted children are started here.
+        """
+        while True:
+            self.supervise_once()
+            time.sleep(SUPERVISE_INTERVAL_S)
+
+    def run_supervised(self, work: Callable[[], T]) -> T:
+        """Run `work` (e.g. the demo driving the API) in a background thread while this
+        thread keeps the children running, as `supervise` does; return its result or raise
+        its exception. A failing child (`ChildFailing`) or Ctrl-C ends the wait at once;
+        `work` is then left to die with the process (a daemon thread)."""
+        done: Future[T] = Future()
+
+        def run() -> None:
+            try:
+                done.set_result(work())
+            except BaseException as error:  # handed to the supervising thread
+                done.set_exception(error)
+
+        threading.Thread(target=run, name="supervised-work", daemon=True).start()
+        while not done.done():
+            self.supervise_once()
+            time.sleep(SUPERVISE_INTERVAL_S)
+        return done.result()
+
+    def supervise_once(self, now: float | None = None) -> None:
+        """Look at every child once: note an exit and schedule its restart, or restart a
+        child whose backoff is over. Nothing is restarted once the system is stopping."""
+        now = time.monotonic() if now is None else now
+        for child in self.children:
+            if self.stopping:
+                return
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    self._restart(child)
+            elif (returncode := child.process.poll()) is not None:
+                self._exited(child, returncode, now)
+
+    def _exited(self, child: Child, returncode: int, now: float) -> None:
+        up_s = now - child.started_at
+        child.last_exit = describe_exit(returncode)
+        child.last_exit_ts = time.time()
+        child.exits_in_a_row = 1 if up_s >= BACKOFF_RESET_AFTER_S else child.exits_in_a_row + 1
+        child.failed_starts = child.failed_starts + 1 if up_s < FAILING_WITHIN_S else 0
+        self._write_record(child)
+        if child.failed_starts >= FAILING_EXITS:
+            raise ChildFailing(
+                f"{child.name} keeps failing: {child.failed_starts} exits in a row, each "
+                f"within {FAILING_WITHIN_S:.0f} s of its start (last: {child.last_exit}, "
+                f"{child.restarts} restarts); its output: {child.where_output_goes}",
+                log_tail=child.tail(),
+            )
+        delay = min(RESTART_BACKOFF_S * 2 ** (child.exits_in_a_row - 1), RESTART_BACKOFF_MAX_S)
+        child.restart_at = now + delay
+        self.notify(
+            f"{child.name} {child.last_exit} after {up_s:.1f} s up (restarts so far: "
+            f"{child.restarts}); restarting it in {delay:g} s; its output: "
+            f"{child.where_output_goes}"
+        )
+
+    def _restart(self, child: Child) -> None:
+        fresh = _spawn(child.command, self.env, child.log_path, child.name)
+        child.process = fresh.process
+        child.started_at = fresh.started_at
+        child.restart_at = None
+        child.restarts += 1
+        self._write_record(child)
+        self.notify(
+            f"{child.name} restarted (restart {child.restarts}, pid {child.process.pid}); "
+            f"its output: {child.where_output_goes}"
+        )
+
+    def _write_record(self, child: Child) -> None:
+        """Record the child's restarts and last exit for `GET /healthz`; a Redis outage is
+        reported, not fatal (supervising matters more than the record)."""
+        if self._redis is None:
+            self._redis = redis.Redis.from_url(str(self.settings.redis_url), socket_timeout=2.0)
+        try:
+            self.record.record(self._redis, child.name, child.status())
+        except RedisError as error:
+            self.notify(f"could not record {child.name}'s restarts in Redis: {error}")
+
     def stop(self) -> None:
-        """Stop the API, then the learner and the workers, then the embedded servers."""
+        """Stop the API, then the learner and the workers, then the embedded servers; an
+        exit from here on is not restarted."""
+        self.stopping = True
         for child in reversed(self.children):
             child.stop()
+        if self._redis is not None:
+            self._redis.close()
+            self._redis = None
         self.servers.stop()
 
     def __enter__(self) -> Self:
@@ -127,9 +303,11 @@ def start_system(
     api_port: int | None = None,
     log_dir: Path | None = None,
     workers: int = 1,
+    notify: Callable[[str], None] = print,
 ) -> System:
     """Start servers as needed, create topics, start the workers, the learner and the API;
-    wait until ready.
+    wait until ready. Keep it running with `System.supervise` or `System.run_supervised`,
+    which report each exit and restart through `notify`.
 
     With `log_dir`, each child writes its output to `<log_dir>/<name>.log` (the workers
     are `worker`, or `worker-1`, `worker-2`, …; then `learner` and `api`); otherwise it
@@ -158,15 +336,17 @@ def start_system(
         api_url=f"http://{child_settings.api_host}:{port}",
         servers=servers,
         workers=workers,
+        env={**os.environ, **child_settings.as_environment()},
+        notify=notify,
     )
     try:
         asyncio.run(ensure_topics(child_settings))
-        env = {**os.environ, **child_settings.as_environment()}
         names = ["worker"] if workers == 1 else [f"worker-{n}" for n in range(1, workers + 1)]
-        for name in names:
-            system.children.append(_spawn("worker", env, log_dir, name))
-        system.children.append(_spawn("learner", env, log_dir, "learner"))
-        system.children.append(_spawn("api", env, log_dir, "api"))
+        commands = [*(("worker", name) for name in names), ("learner", "learner"), ("api", "api")]
+        _start_record(system, [name for _, name in commands])
+        for command, name in commands:
+            log_path = log_dir / f"{name}.log" if log_dir is not None else None
+            system.children.append(_spawn(command, system.env, log_path, name, append=False))
         _wait_until_ready(system)
     except BaseException:
         system.stop()
@@ -174,10 +354,24 @@ def start_system(
     return system
 
 
-def _spawn(command: str, env: dict[str, str], log_dir: Path | None, name: str) -> Child:
-    """`nba <command>` as a child named `name` (its log file's name)."""
-    log_path = log_dir / f"{name}.log" if log_dir is not None else None
-    output: IO[bytes] | None = log_path.open("wb") if log_path is not None else None
+def _start_record(system: System, names: list[str]) -> None:
+    """List the children in the Redis record of processes, none restarted yet."""
+    url = str(system.settings.redis_url)
+    try:
+        with redis.Redis.from_url(url, socket_timeout=5.0) as client:
+            system.record.start(client, names)
+    except RedisError as error:
+        raise SupervisorError(f"Redis at {url} did not answer: {error}") from error
+
+
+def _spawn(
+    command: str, env: dict[str, str], log_path: Path | None, name: str, *, append: bool = True
+) -> Child:
+    """`nba <command>` as a child named `name`, its output to `log_path` (appended to, for a
+    restart) or, without one, to the terminal."""
+    output: IO[bytes] | None = (
+        log_path.open("ab" if append else "wb") if log_path is not None else None
+    )
     try:
         process = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", command],
@@ -191,7 +385,7 @@ def _spawn(command: str, env: dict[str, str], log_dir: Path | None, name: str) -
     finally:
         if output is not None:
             output.close()
-    return Child(name=name, process=process, log_path=log_path)
+    return Child(name=name, command=command, process=process, log_path=log_path)
 
 
 def _wait_until_ready(system: System) -> None:
@@ -204,8 +398,9 @@ def _wait_until_ready(system: System) -> None:
         while time.monotonic() < deadline:
             if (failed := system.failed_child()) is not None:
                 raise SupervisorError(
-                    f"{failed.name} exited with status {failed.process.returncode} during "
-                    f"start-up:\n{failed.tail()}"
+                    f"{failed.name} {describe_exit(failed.process.returncode)} during "
+                    f"start-up; its output: {failed.where_output_goes}",
+                    log_tail=failed.tail(),
                 )
             try:
                 health = client.get(f"{system.api_url}/healthz").json()

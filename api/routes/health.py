@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from api.deps import ServicesDep
 from api.responses import OrjsonResponse
 from api.services import Services
+from features.processes import ProcessRecord
 
 router = APIRouter(tags=["health"])
 
@@ -57,6 +58,11 @@ async def _checks(services: Services) -> dict[str, Any]:
         now = time.time()
         checks["workers"] = [worker.to_dict(now) for worker in stream.live]
         checks["problems"] += stream.problems
+        # restarts and last exits of the processes `nba up` supervises (empty without it)
+        processes = await ProcessRecord(key_prefix=services.settings.key_prefix).read(
+            services.redis
+        )
+        checks["processes"] = {name: asdict(status) for name, status in processes.items()}
     except RedisError as error:
         checks["redis"] = f"unavailable: {error}"
         checks["problems"].append(f"Redis is unavailable: {error}")

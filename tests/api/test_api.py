@@ -624,6 +624,7 @@ async def test_healthz_is_live_but_not_ok_without_a_worker(api: httpx.AsyncClien
     assert body["problems"] == ["no live worker: nothing applies events"]
     assert body["ingest"] == {"applied": 0, "duplicates": 0, "dead_lettered": 0}
     assert body["workers"] == []
+    assert body["processes"] == {}, "no supervisor (`nba up`) has recorded a process"
     assert (await api.get("/readyz")).status_code == 503
 
 

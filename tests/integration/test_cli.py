@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +24,9 @@ from features.stats import IngestStats
 
 READY_TIMEOUT_S = 90.0
 EXIT_TIMEOUT_S = 30.0
+#: Five failed starts of the API and the backoffs between them (1 + 2 + 4 + 8 s); an API
+#: start takes a few seconds on a quiet machine, many more on a busy one.
+GIVE_UP_TIMEOUT_S = 150.0
 
 
 def descendants(pid: int) -> set[int]:
@@ -250,3 +255,111 @@ def test_demo_in_its_real_batch_shapes_applies_and_learns_everything(tmp_path: P
     version = int(learned.split("version")[1].split(":")[0])
     assert version >= 1
     assert len(report.split("accept rate by day")[1].split("│")[1].split()) == 2
+
+
+def child_pids(supervisor: int, command: bytes) -> set[int]:
+    """The supervisor's children running `nba <command>`."""
+    found = set()
+    for pid in descendants(supervisor):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if arguments[1:4] == [b"-m", b"engine.cli", command]:
+                found.add(pid)
+    return found
+
+
+def test_up_restarts_a_killed_worker_and_every_event_is_applied_once(
+    tmp_path: Path, settings: Settings
+) -> None:
+    env = clean_environment() | settings.as_environment()
+    process, api_url, log_path = start_up(tmp_path, env)
+    customers, per_request = 300, 100
+    events = [{"event_id": f"k-{n}", "customer_id": f"K{n % customers}", "type": "login",
+               "channel": "web", "ts": f"2026-02-01T10:{n // 60 % 60:02}:{n % 60:02}Z"}
+              for n in range(3000)]  # fmt: skip
+    batches = [events[start : start + per_request] for start in range(0, 3000, per_request)]
+    accepted = 0
+    api = httpx.Client(base_url=api_url, timeout=10)  # one client: a new one costs ~100 ms
+
+    def post(batch: list[dict[str, str]]) -> None:
+        nonlocal accepted
+        response = api.post("/v1/events", json=batch)
+        assert response.status_code == 202, response.text
+        accepted += response.json()["accepted"]
+
+    try:
+        (worker,) = child_pids(process.pid, b"worker")
+        host = socket.gethostname()
+        old = f"worker@{host}:{worker}"
+        for batch in batches[:10]:  # before: the worker is busy with these when it is killed
+            post(batch)
+        os.kill(worker, signal.SIGKILL)
+        for batch in batches[10:20]:  # during: the API answers while no worker runs
+            post(batch)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            health = api.get("/healthz").json()
+            new = {f"worker@{host}:{pid}" for pid in child_pids(process.pid, b"worker")} - {old}
+            owned = sum(len(w["partitions"]) for w in health["workers"] if w["name"] in new)
+            if owned == settings.topic_partitions:
+                break
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, f"no new worker took the partitions: {health}"
+            time.sleep(0.2)
+        for batch in batches[20:]:  # after: the new worker owns every partition
+            post(batch)
+        assert accepted == len(events)
+        while (ingest := api.get("/healthz").json()["ingest"])["applied"] < accepted:
+            assert time.monotonic() < deadline, f"not every event was applied: {ingest}"
+            time.sleep(0.2)
+        health = api.get("/healthz").json()
+        assert health["ingest"]["applied"] == accepted, "an event was applied twice"
+        assert health["processes"]["worker"]["restarts"] == 1
+        assert health["processes"]["worker"]["last_exit"] == "killed by SIGKILL"
+        assert health["processes"]["api"]["restarts"] == 0
+        for n in range(customers):
+            profile = api.get(f"/v1/customers/K{n}").json()
+            assert profile["features"]["event_count"] == len(events) // customers, f"K{n}"
+        assert b"worker killed by SIGKILL" in log_path.read_bytes()
+        assert b"worker restarted (restart 1" in log_path.read_bytes()
+    finally:
+        api.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(EXIT_TIMEOUT_S) == 0, log_path.read_text()
+
+
+def test_up_stops_everything_when_a_child_keeps_failing_to_start(
+    tmp_path: Path, settings: Settings
+) -> None:
+    env = clean_environment() | settings.as_environment()
+    process, api_url, log_path = start_up(tmp_path, env)
+    started = descendants(process.pid)
+    port = int(api_url.rsplit(":", 1)[1])
+    try:
+        (api,) = child_pids(process.pid, b"api")
+        os.kill(api, signal.SIGKILL)
+        with socket.socket() as squatter:  # the port is taken while the API is down
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    squatter.bind(("127.0.0.1", port))
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "the killed API's port stayed taken"
+                    time.sleep(0.01)
+            squatter.listen()
+            status = process.wait(GIVE_UP_TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    output = log_path.read_text()
+    assert status == 1, output
+    assert "api keeps failing: 5 exits in a row" in output
+    assert "address already in use" in output.lower()
+    assert "restarts so far: 3" in output
+    deadline = time.monotonic() + 10
+    while (left := {pid for pid in started if alive(pid)}) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, f"processes left behind: {left}"
