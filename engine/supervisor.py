@@ -34,9 +34,11 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -156,6 +158,9 @@ class System:
     #: where each restart and exit is reported, one line each (e.g. the CLI's console)
     notify: Callable[[str], None] = print
     stopping: bool = False
+    #: the children's TMPDIR, removed when the system stops: a killed worker cannot remove
+    #: its own Faust data folder, and restarts would pile them up
+    scratch_dir: Path | None = None
     _redis: redis.Redis | None = field(default=None, repr=False)
 
     def describe(self) -> list[tuple[str, str]]:
@@ -289,6 +294,8 @@ class System:
             self._redis.close()
             self._redis = None
         self.servers.stop()
+        if self.scratch_dir is not None:
+            shutil.rmtree(self.scratch_dir, ignore_errors=True)
 
     def __enter__(self) -> Self:
         return self
@@ -331,13 +338,15 @@ def start_system(
     port = port or free_port()
     overrides["api_port"] = port
     child_settings = settings.model_copy(update=overrides)
+    scratch_dir = Path(tempfile.mkdtemp(prefix="nba-up-"))
     system = System(
         settings=child_settings,
         api_url=f"http://{child_settings.api_host}:{port}",
         servers=servers,
         workers=workers,
-        env={**os.environ, **child_settings.as_environment()},
+        env={**os.environ, **child_settings.as_environment(), "TMPDIR": str(scratch_dir)},
         notify=notify,
+        scratch_dir=scratch_dir,
     )
     try:
         asyncio.run(ensure_topics(child_settings))

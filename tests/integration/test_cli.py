@@ -271,7 +271,9 @@ def child_pids(supervisor: int, command: bytes) -> set[int]:
 def test_up_restarts_a_killed_worker_and_every_event_is_applied_once(
     tmp_path: Path, settings: Settings
 ) -> None:
-    env = clean_environment() | settings.as_environment()
+    scratch = tmp_path / "tmp"  # where the supervisor puts its children's TMPDIR
+    scratch.mkdir()
+    env = clean_environment() | settings.as_environment() | {"TMPDIR": str(scratch)}
     process, api_url, log_path = start_up(tmp_path, env)
     customers, per_request = 300, 100
     events = [{"event_id": f"k-{n}", "customer_id": f"K{n % customers}", "type": "login",
@@ -326,6 +328,8 @@ def test_up_restarts_a_killed_worker_and_every_event_is_applied_once(
         api.close()
         process.send_signal(signal.SIGTERM)
         assert process.wait(EXIT_TIMEOUT_S) == 0, log_path.read_text()
+    # the killed worker could not remove its data folder: the supervisor removed it
+    assert list(scratch.iterdir()) == []
 
 
 def test_up_stops_everything_when_a_child_keeps_failing_to_start(
