@@ -98,7 +98,7 @@ def dead_letter(rejection: Rejection, item: Any, message: Message, *, max_bytes:
     text = raw if isinstance(raw, str) else orjson.dumps(raw).decode()
     record["item_bytes"] = len(text.encode())
     record["item_truncated"] = True
-    record["item"] = text[: max(0, max_bytes // 2 - len(record["reason"]) - 200)]
+    record["item"] = text[: max(0, max_bytes // 2 - len(rejection.reason) - 200)]
     return orjson.dumps(record)
 
 

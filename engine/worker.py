@@ -62,7 +62,7 @@ import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import NoReturn, cast
+from typing import Any, NoReturn, cast
 
 import faust
 
@@ -247,7 +247,7 @@ def create_app(settings: Settings, *, datadir: Path) -> faust.App:
             exit_for_restart("applying events", error)
 
     @app.on_before_shutdown.connect
-    async def forget_this_worker(app: faust.App, **_: object) -> None:
+    async def forget_this_worker(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # Not when an agent stops: the timers and the other agent share the Redis client
         # (closing it under them was what broke their commands with "Connection closed").
         # The client's connections close with the process.
