@@ -15,7 +15,7 @@ cost a Kafka deployment does not have.
 
 A repeat measures two deployments, one after the other (alternating which goes first):
 one worker, and two workers sharing the partitions, one per core of this machine, as the
-README's deployment at scale runs them. One worker spends ~40–55 µs of CPU per event on
+docs/deployment.md runs them. One worker spends ~40–55 µs of CPU per event on
 90-day histories, so at 10,000 events/s it is busy about half the time and an event waits
 behind the whole batch ahead of it; two take the batches of their partitions in
 parallel. Each deployment has three phases, each starting once the workers have caught up:
@@ -120,8 +120,8 @@ CUSTOMERS = 20_000  # of the simulated bank producing the background load
 #: contact points' events for 100 ms; envelopes are per publish and partition, so this sets
 #: the events per Kafka message (~125 at 10,000/s) and with it the worker's per-message cost.
 TICK_S = 0.1
-#: The deployments measured, by workers: one, and one per core of this two-core machine (the
-#: README's deployment at scale: workers share the partitions). Repeats alternate their order.
+#: The deployments measured, by workers: one, and one per core of this two-core machine (as
+#: docs/deployment.md deploys at scale: workers share the partitions). Repeats alternate.
 WORKER_COUNTS = (1, 2)
 #: Stored states the machine's speed is timed on (`CodecClock`), and the rounds timed.
 CALIBRATION_STATES = 2_000

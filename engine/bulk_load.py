@@ -3,7 +3,7 @@
 What a bank does when it adopts the engine — months of transactions and contacts from
 its warehouse — or to replay a stream: the events go straight to Redis through
 `RedisFeatureStore.apply_batches` (each batch's write in flight while the next batch is
-folded: ~58,000 events/s from one process in `benchmarks.ingest_store`), not through
+folded, the faster of the store's two ways: `benchmarks.ingest_store`), not through
 Kafka, and are not counted as ingested by the stream. One event per line, in the wire
 form of `POST /v1/events`; blank lines are skipped.
 

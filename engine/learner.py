@@ -13,9 +13,9 @@ when it starts one learner process beside its workers. A holder that stops is re
 by another within the lock's time to live, so a second learner process is a standby.
 
 Why a process of its own: on a worker, a job shares the event loop with the events, and
-each learning slice or walk step holds back every event queued behind it. At 10,000
-events/s on two workers, the learner took ~13% of its worker's busy time, and with it
-there the freshness p99 stayed above 100 ms (benchmarks/NOTES.md, "Freshness").
+each learning slice or walk step holds back every event queued behind it, which the
+freshness benchmark showed in the p99 (the figures are in benchmarks/NOTES.md,
+"Freshness").
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ Why: a worker allocates tens of objects per event (the event, its decoded fields
 batch's lists) and keeps thousands of decoded customer states. With CPython's default
 thresholds (700, 10, 10) the collector runs after every 700 container allocations, so a
 batch's short-lived objects are still alive at each pass, get promoted to the older
-generations, and make the older passes walk them again: measured on the store benchmark,
-about 15% of the process's CPU time. Larger thresholds let a batch's objects die
+generations, and make the older passes walk them again, a large share of the process's
+CPU time on the store benchmark (benchmarks/NOTES.md). Larger thresholds let a batch's objects die
 young and make the passes over old objects rare; freezing what start-up built keeps the
 modules, the app and its services out of every pass. Cyclic garbage (asyncio's
 exceptions and futures) is still collected, only in larger, rarer passes.

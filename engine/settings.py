@@ -35,11 +35,26 @@ class Settings(BaseSettings):
     # hide_input_in_errors: a refused NBA_MODEL_KEY is not echoed into logs
     model_config = SettingsConfigDict(env_prefix="NBA_", extra="forbid", hide_input_in_errors=True)
 
-    redis_url: str | None = Field(default=None, description="e.g. redis://host:6379/0")
-    kafka_bootstrap: str | None = Field(default=None, description="e.g. host1:9092,host2:9092")
-    events_topic: str = "events"
-    dlq_topic: str = "events.dlq"
-    topic_partitions: int = Field(default=8, ge=1)
+    redis_url: str | None = Field(
+        default=None,
+        description="the Redis or Valkey server, e.g. `redis://host:6379/0`; unset, `nba up` "
+        "and `nba demo` start an embedded Valkey",
+    )
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description="the Kafka brokers, e.g. `host1:9092,host2:9092`; unset, `nba up` and "
+        "`nba demo` start an embedded Kafka-compatible broker, for development",
+    )
+    events_topic: str = Field(default="events", description="the topic events are sent to")
+    dlq_topic: str = Field(
+        default="events.dlq", description="the dead-letter topic: bad events with the reason"
+    )
+    topic_partitions: int = Field(
+        default=8,
+        ge=1,
+        description="partitions of the events and dead-letter topics: the unit of worker "
+        "parallelism (one customer's events always land in one partition)",
+    )
     topic_replication: int = Field(default=1, ge=1, description="3 on a production cluster")
     key_prefix: str = Field(
         default="", description="prefix of every Redis key; lets several engines share one Redis"
@@ -73,11 +88,32 @@ class Settings(BaseSettings):
     decline_cooloff_days: float = Field(
         default=7.0, ge=0.0, description="an action declined this recently is not offered again"
     )
-    lifecycle_new_days: int = Field(default=LifecycleThresholds().new_days, gt=0)
-    lifecycle_at_risk_days: int = Field(default=LifecycleThresholds().at_risk_after_days, gt=0)
-    lifecycle_dormant_days: int = Field(default=LifecycleThresholds().dormant_after_days, gt=0)
-    lifecycle_churned_days: int = Field(default=LifecycleThresholds().churned_after_days, gt=0)
-    catalog_path: Path = DEFAULT_CATALOG
+    lifecycle_new_days: int = Field(
+        default=LifecycleThresholds().new_days,
+        gt=0,
+        description="a customer whose first purchase is younger than this is `new`",
+    )
+    lifecycle_at_risk_days: int = Field(
+        default=LifecycleThresholds().at_risk_after_days,
+        gt=0,
+        description="days without a customer-initiated event from which a customer is "
+        "`at_risk` (`active` before)",
+    )
+    lifecycle_dormant_days: int = Field(
+        default=LifecycleThresholds().dormant_after_days,
+        gt=0,
+        description="days without a customer-initiated event from which a customer is "
+        "`dormant` (more than the at-risk days)",
+    )
+    lifecycle_churned_days: int = Field(
+        default=LifecycleThresholds().churned_after_days,
+        gt=0,
+        description="days without a customer-initiated event from which a customer is "
+        "`churned` (more than the dormant days)",
+    )
+    catalog_path: Path = Field(
+        default=DEFAULT_CATALOG, description="the action catalog (YAML) decisions choose from"
+    )
     worker_id: str = Field(default="nba-worker", description="Kafka consumer group of workers")
     learner_in_workers: bool = Field(
         default=True,
@@ -91,9 +127,11 @@ class Settings(BaseSettings):
         description="a worker silent this long leaves the group; the embedded broker makes a "
         "joining worker wait half of it, so `nba up` uses 6 s there",
     )
-    api_host: str = "127.0.0.1"
-    api_port: int = Field(default=8000, ge=0, le=65535)
-    max_events_per_request: int = Field(default=10_000, ge=1)
+    api_host: str = Field(default="127.0.0.1", description="where `nba api` listens")
+    api_port: int = Field(default=8000, ge=0, le=65535, description="the port `nba api` listens on")
+    max_events_per_request: int = Field(
+        default=10_000, ge=1, description="events `POST /v1/events` takes at most (413 past it)"
+    )
     max_request_bytes: int = Field(
         default=16 * 1024 * 1024,
         ge=MIN_MESSAGE_BYTES,

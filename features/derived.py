@@ -92,7 +92,7 @@ def _rfm_score(dimension: str, value_name: str, *, lower_is_better: bool = False
 
 
 def _value_tier(r: Reading) -> str:
-    """high / medium / low / potential from the RFM scores (see the README's table)."""
+    """high / medium / low / potential from the RFM scores (see docs/features.md)."""
     recency, frequency, monetary = (r.values[f"rfm_{d}_score"] for d in "rfm")
     if not r.rfm_edges:
         return "unscored"

@@ -406,10 +406,10 @@ class FeatureFold:
 class SlotReader:
     """Reads a few slots of stored states without decoding the rest.
 
-    Why: the base walk (features.tiers) reads four features of every customer, ~2,000
-    states a second on the worker that walks; decoding whole states, a walk's read took
-    ~5.5 µs per state (30 days of history), with this ~2.4: the slots after the last one
-    chosen are skipped without building anything, those before it kept as undecoded
+    Why: the base walk (features.tiers) reads four features of every customer, thousands
+    of states a second on the worker that walks, and decoding whole states for that took
+    more than twice as long (benchmarks/NOTES.md, "Freshness"): the slots after the last
+    one chosen are skipped without building anything, those before it kept as undecoded
     bytes. Both schemas are read: they differ only in DAILY slots, which cannot be chosen.
     """
 

@@ -35,7 +35,7 @@ and none applied twice.
 Bulk loads (a history loaded, a stream replayed, from one process): `apply_batches`
 keeps each batch's conditional write in flight while it folds the next batch, on from the
 states that write carries, so this process and Redis work at the same time instead of
-taking turns (~1.2–1.35× the events/s of one batch at a time, `benchmarks.ingest_store`).
+taking turns (more events/s than one batch at a time: `benchmarks.ingest_store`).
 A write that finds a change is redone the careful way, and the batch folded after it
 too, in order. The worker does not use it: it acknowledges a batch's messages only once
 they are written, so it cannot fold ahead. It needs the state cache (`cached_states`):

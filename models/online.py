@@ -11,11 +11,12 @@ zero, so before any outcome its propensity is exactly the prior. `predict_learn_
 is progressive validation's step: the prediction before learning the answer, then the
 learning, in one pass.
 
-Learning goes through river; scoring does not. River scores one dict at a time (~15 µs
-per action), so the learned state (scaler means and deviations, weights, intercepts) is
-exported to numpy arrays and a whole candidate set is scored at once. The arrays are a
-cache: a row is re-exported lazily, at the next score, after its action learned. The
-result equals river's own `predict_proba_one` to floating-point rounding.
+Learning goes through river; scoring does not. River scores one dict at a time, about a
+hundred times slower per candidate set (`benchmarks.models_cost`), so the learned state
+(scaler means and deviations, weights, intercepts) is exported to numpy arrays and a
+whole candidate set is scored at once. The arrays are a cache: a row is re-exported
+lazily, at the next score, after its action learned. The result equals river's own
+`predict_proba_one` to floating-point rounding.
 
 Every action keeps a diagonal Laplace approximation of the posterior over its weights
 (Chapelle & Li, 2011): each weight's precision starts at `weight_precision` (by default

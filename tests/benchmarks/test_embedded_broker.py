@@ -12,7 +12,7 @@ def test_a_fetch_costs_the_broker_more_on_a_partition_holding_more_batches(
 ) -> None:
     monkeypatch.setattr(embedded_broker, "ROUNDS", 50)
     figures = embedded_broker._one_repeat(3_000)
-    # ~1 µs of broker CPU per stored batch and round (README): ~4 ms against ~1 ms fresh
+    # ~1 µs of broker CPU per stored batch and round (NOTES.md): ~4 ms against ~1 ms fresh
     assert (
         figures["filled_broker_cpu_us_per_round"] > 1.5 * figures["fresh_broker_cpu_us_per_round"]
     )

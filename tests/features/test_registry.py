@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from features.derived import DERIVED, FEATURES, FEATURES_BY_NAME
-from features.docs import README, render_table, with_table
+from features.docs import FEATURES_DOC, render_table, with_table
 from features.events import Channel, EventType
 from features.fold_compiler import source_for
 from features.reading import default_features
@@ -120,7 +120,7 @@ def test_declarations_are_checked() -> None:
         )
 
 
-def test_the_readme_feature_table_is_generated_from_the_registry() -> None:
-    text = README.read_text()
-    assert with_table(text) == text, "run `python -m features.docs` to refresh the README"
+def test_the_feature_table_in_the_docs_is_generated_from_the_registry() -> None:
+    text = FEATURES_DOC.read_text()
+    assert with_table(text) == text, "run `python -m features.docs` to refresh docs/features.md"
     assert "`lifecycle_stage`" in render_table()
