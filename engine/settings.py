@@ -36,6 +36,19 @@ class Settings(BaseSettings):
     dlq_topic: str = "events.dlq"
     topic_partitions: int = Field(default=8, ge=1)
     topic_replication: int = Field(default=1, ge=1, description="3 on a production cluster")
+    embedded_kafka_retention_s: float = Field(
+        default=120.0,
+        ge=10.0,
+        description="how long the embedded broker (`nba up` without NBA_KAFKA_BOOTSTRAP) keeps "
+        "an event or outcome; a running worker reads it within a second, while the broker's "
+        "snapshot costs CPU for every byte it holds. Dead letters are kept by size only",
+    )
+    embedded_kafka_retention_mb: float = Field(
+        default=4.0,
+        ge=0.25,
+        description="MiB each partition of the embedded broker holds at most (~25,000 events); "
+        "bounds its memory in a burst the worker has not caught up with yet",
+    )
     key_prefix: str = Field(
         default="", description="prefix of every Redis key; lets several engines share one Redis"
     )
