@@ -88,8 +88,8 @@ class Settings(BaseSettings):
     kafka_session_timeout_s: float = Field(
         default=60.0,
         ge=3.0,
-        description="a worker silent this long leaves the group; the embedded broker makes a "
-        "joining worker wait half of it, so `nba up` uses 6 s there",
+        description="a worker silent this long leaves the group; `nba up` uses 6 s on the "
+        "embedded broker, the least it accepts (as a Kafka broker by default)",
     )
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
