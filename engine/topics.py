@@ -4,6 +4,11 @@ A broker that auto-creates topics would give the first producer's topic a defaul
 partition count; creating them up front gives the worker and the publisher the same one.
 The `outcomes` topic has exactly one partition: one worker of the group owns it, and
 with it the only copy of the propensity model that learns.
+
+On the embedded broker started by this process the topics get retention (settings
+`embedded_kafka_retention_s` and `_mb`): it holds its data in memory and snapshots all of
+it every second, so what it keeps must stay small. A real cluster's topics keep the
+cluster's defaults.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import contextlib
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from engine.embedded import embedded_topic_configs, is_embedded_broker
 from engine.settings import Settings
 
 #: One partition, so that exactly one worker of the group learns.
@@ -31,8 +37,14 @@ async def ensure_topics(settings: Settings) -> None:
             settings.dlq_topic: settings.topic_partitions,
             settings.outcomes_topic: OUTCOMES_PARTITIONS,
         }
+        configs = _topic_configs(settings, bootstrap)
         wanted = [
-            NewTopic(name, num_partitions=count, replication_factor=settings.topic_replication)
+            NewTopic(
+                name,
+                num_partitions=count,
+                replication_factor=settings.topic_replication,
+                topic_configs=configs.get(name, {}),
+            )
             for name, count in partitions.items()
             if name not in existing
         ]
@@ -41,3 +53,20 @@ async def ensure_topics(settings: Settings) -> None:
                 await admin.create_topics(wanted)
     finally:
         await admin.close()
+
+
+def _topic_configs(settings: Settings, bootstrap: str) -> dict[str, dict[str, str]]:
+    """Retention per topic on an embedded broker; none (the cluster's defaults) elsewhere.
+
+    Dead letters are read by people, later: they are capped by size only.
+    """
+    if not is_embedded_broker(bootstrap):
+        return {}
+    timed = embedded_topic_configs(
+        settings.embedded_kafka_retention_s, settings.embedded_kafka_retention_mb
+    )
+    return {
+        settings.events_topic: timed,
+        settings.outcomes_topic: timed,
+        settings.dlq_topic: embedded_topic_configs(None, settings.embedded_kafka_retention_mb),
+    }

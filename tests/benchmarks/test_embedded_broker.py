@@ -1,4 +1,4 @@
-"""The embedded-broker benchmark on a small partition: its figures, and the growth it reports."""
+"""The embedded-broker benchmark on a small partition: its figures, and that a fetch stays flat."""
 
 from __future__ import annotations
 
@@ -7,15 +7,14 @@ import pytest
 from benchmarks import embedded_broker
 
 
-def test_a_fetch_costs_the_broker_more_on_a_partition_holding_more_batches(
+def test_a_fetch_costs_the_broker_no_more_on_a_partition_holding_more_batches(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(embedded_broker, "ROUNDS", 50)
     figures = embedded_broker._one_repeat(3_000)
-    # ~1 µs of broker CPU per stored batch and round (NOTES.md): ~4 ms against ~1 ms fresh
-    assert (
-        figures["filled_broker_cpu_us_per_round"] > 1.5 * figures["fresh_broker_cpu_us_per_round"]
-    )
-    assert figures["half_filled_broker_cpu_us_per_round"] > figures["fresh_broker_cpu_us_per_round"]
+    # noida-db finds an offset without listing the partition's batches
+    filled = figures["filled_broker_cpu_us_per_round"]
+    assert filled < 2 * figures["fresh_broker_cpu_us_per_round"]
+    assert figures["half_filled_broker_cpu_us_per_round"] < 2 * filled
     assert figures["filled_round_wall_ms"] > 0
     assert figures["broker_rss_bytes_per_stored_batch"] > embedded_broker.RECORD_BYTES

@@ -50,8 +50,8 @@ async def consume_all(
         group_id=f"test-{uuid.uuid4().hex}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
-        session_timeout_ms=2000,  # the embedded broker makes a join wait half of it
-        heartbeat_interval_ms=500,
+        session_timeout_ms=6000,  # the least a Kafka broker accepts (noida-db too)
+        heartbeat_interval_ms=1000,
     )
     await consumer.start()
     messages: list[tuple[int, int, list[Event]]] = []

@@ -97,7 +97,7 @@ def test_up_serves_then_stops_everything_it_started(
     process, api_url, log_path = start_up(tmp_path)
     started = descendants(process.pid)
     try:
-        assert len(started) >= 5, "valkey, tansu, worker, learner and api should be running"
+        assert len(started) >= 5, "valkey, noida-db, worker, learner and api should be running"
         event = {"event_id": "cli-1", "customer_id": "C1", "type": "login",
                  "channel": "branch", "ts": "2026-02-01T10:00:00Z"}  # fmt: skip
         assert httpx.post(f"{api_url}/v1/events", json=event).status_code == 202
@@ -122,7 +122,7 @@ def test_up_uses_configured_servers_instead_of_starting_its_own(
     process, api_url, log_path = start_up(tmp_path, env)
     try:
         commands = {Path(f"/proc/{pid}/cmdline").read_bytes() for pid in descendants(process.pid)}
-        assert not [c for c in commands if b"valkey-server" in c or b"tansu" in c]
+        assert not [c for c in commands if b"valkey-server" in c or b"noida-db" in c]
         assert len(commands) == 3, "only the worker, the learner and the API"
         event = {"event_id": "cfg-1", "customer_id": "C7", "type": "login",
                  "channel": "web", "ts": "2026-02-01T10:00:00Z"}  # fmt: skip
