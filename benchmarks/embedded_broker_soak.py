@@ -2,11 +2,13 @@
 
 Why: the embedded broker keeps what it is sent in memory and snapshots it every second; a
 broker whose cost grows with the data it has seen slows a long run down (the earlier
-default did). Retention on the engine's topics (`embedded_kafka_retention_s`, `_mb`) is what
-should keep this one flat. Only a run as long as a real session shows it.
+default did). What keeps this one flat is `nba up`'s supervisor deleting what the workers
+have committed every few seconds (`System.look_after_the_broker`), so the broker holds
+little more than what waits. Only a run as long as a real session shows it.
 
-A system started as `nba up` starts it (`engine.supervisor.start_system`: embedded Valkey
-and broker, one worker, the learner, the API) gets the demo's traffic: the simulated bank's
+A system started and supervised as `nba up` runs it (`engine.supervisor.start_system`:
+embedded Valkey and broker, one worker, the learner, the API; the soak drives it from a
+thread while the main thread supervises) gets the demo's traffic: the simulated bank's
 days, posted to `POST /v1/events` in time order at a fixed RATE events/s, for DURATION.
 Every SAMPLE_S the run reads the events the worker has processed (`/healthz` `ingest`:
 applied, duplicates and dead letters) and the broker's CPU time and resident memory
@@ -75,7 +77,9 @@ def run(quick: bool = False) -> Result:
     with tempfile.TemporaryDirectory(prefix="nba-soak-") as logs:
         system = start_system(Settings(), log_dir=Path(logs))
         try:
-            samples, warnings, lost = asyncio.run(_soak(system, duration, every))
+            samples, warnings, lost = system.run_supervised(
+                lambda: asyncio.run(_soak(system, duration, every))
+            )
         finally:
             system.stop()
     figures = soak_figures(samples, window)

@@ -1,10 +1,10 @@
 """Faust's Kafka transport with one setting Faust does not expose: the fetch wait.
 
 Faust creates its aiokafka consumer with `fetch_max_wait_ms=1500` written into the code.
-A broker may hold a fetch that long when it has no new data; the embedded broker (Tansu)
-often does not answer a waiting fetch early when a message arrives, so an event waited
-~0.5 s on average (up to 1.5 s) before the worker saw it. A short wait bounds that delay
-at the cost of more empty fetches while idle. The transport is registered under the
+A broker may hold a fetch that long when it has no new data; a broker that does not
+answer a waiting fetch early when a message arrives (the embedded broker of earlier
+versions did not) then delays every event by up to that long. A short wait bounds that
+delay, whatever the broker, at the cost of more empty fetches while idle. The transport is registered under the
 `nbakafka://` scheme (an entry point of the `faust.transports` group, pyproject.toml),
 Faust's own extension point for transports.
 """

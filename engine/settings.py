@@ -57,17 +57,20 @@ class Settings(BaseSettings):
     )
     topic_replication: int = Field(default=1, ge=1, description="3 on a production cluster")
     embedded_kafka_retention_s: float = Field(
-        default=120.0,
+        default=3600.0,
         ge=10.0,
-        description="how long the embedded broker (`nba up` without NBA_KAFKA_BOOTSTRAP) keeps "
-        "an event or outcome; a running worker reads it within a second, while the broker's "
-        "snapshot costs CPU for every byte it holds. Dead letters are kept by size only",
+        description="the embedded broker's safety net (`nba up` without NBA_KAFKA_BOOTSTRAP): "
+        "an event or outcome no worker consumed within this long is dropped. `nba up` deletes "
+        "what the workers have committed every few seconds, so the broker, which snapshots "
+        "all it holds every second, holds little more than what waits. Dead letters are kept "
+        "by size only",
     )
     embedded_kafka_retention_mb: float = Field(
-        default=4.0,
+        default=64.0,
         ge=0.25,
-        description="MiB each partition of the embedded broker holds at most (~25,000 events); "
-        "bounds its memory in a burst the worker has not caught up with yet",
+        description="MiB each partition of the embedded broker holds at most (~400,000 events) "
+        "before the oldest are dropped, consumed or not: bounds its memory when no worker "
+        "keeps up (`nba up` warns as the broker grows)",
     )
     key_prefix: str = Field(
         default="", description="prefix of every Redis key; lets several engines share one Redis"
@@ -136,7 +139,7 @@ class Settings(BaseSettings):
     )
     kafka_session_timeout_s: float = Field(
         default=60.0,
-        ge=3.0,
+        ge=6.0,
         description="a worker silent this long leaves the group; `nba up` uses 6 s on the "
         "embedded broker, the least it accepts (as a Kafka broker by default)",
     )

@@ -26,7 +26,9 @@ signal, restarts so far, where its output goes) and recorded in Redis
 start — FAILING_EXITS exits in a row, each within FAILING_WITHIN_S of its start — which
 no restart will mend: then `ChildFailing` names it. A child failing during start-up
 stops the start at once (`SupervisorError`): the cause is nearly always the
-configuration. The embedded servers are not restarted: Tansu keeps its topics in memory.
+configuration. The embedded servers are not restarted (the embedded broker keeps its
+topics in memory). On the embedded broker, the supervisor also deletes what the workers
+have committed and warns when the broker grows (`System.look_after_the_broker`).
 """
 
 from __future__ import annotations
@@ -50,24 +52,27 @@ from typing import IO, NoReturn, Self, TypeVar
 
 import httpx
 import redis
+from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 from redis.exceptions import RedisError
 
 from engine.embedded import (
+    BrokerWatch,
     EmbeddedServices,
     die_with_parent_hook,
     free_port,
     stop_process_group,
 )
 from engine.settings import Settings
-from engine.topics import ensure_topics
+from engine.topics import ensure_topics, trim_consumed
 from features.processes import ProcessRecord, ProcessStatus
 
 T = TypeVar("T")
 
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 10.0
-#: Joining the embedded broker's group waits half the session timeout: keep it short.
+#: The shortest session timeout the embedded broker (as Kafka) accepts: a killed worker's
+#: partitions go to the others soonest.
 EMBEDDED_SESSION_TIMEOUT_S = 6.0
 #: The wait before the first restart after an exit; it doubles with each exit in a row.
 RESTART_BACKOFF_S = 1.0
@@ -80,6 +85,10 @@ FAILING_EXITS = 5
 FAILING_WITHIN_S = 30.0
 #: How often the supervisor looks at its children.
 SUPERVISE_INTERVAL_S = 0.2
+#: How often `nba up` deletes from the embedded broker what the workers have committed.
+TRIM_INTERVAL_S = 5.0
+#: How often `nba up` samples the embedded broker's CPU and memory.
+BROKER_WATCH_INTERVAL_S = 10.0
 
 
 class SupervisorError(RuntimeError):
@@ -162,6 +171,9 @@ class System:
     #: its own Faust data folder, and restarts would pile them up
     scratch_dir: Path | None = None
     _redis: redis.Redis | None = field(default=None, repr=False)
+    _broker_watch: BrokerWatch | None = field(default=None, repr=False)
+    _next_trim: float = field(default=0.0, repr=False)
+    _next_watch: float = field(default=0.0, repr=False)
 
     def describe(self) -> list[tuple[str, str]]:
         """(part, where it listens) for every part, for printing."""
@@ -206,6 +218,7 @@ class System:
         """
         while True:
             self.supervise_once()
+            self.look_after_the_broker()
             time.sleep(SUPERVISE_INTERVAL_S)
 
     def run_supervised(self, work: Callable[[], T]) -> T:
@@ -224,8 +237,30 @@ class System:
         threading.Thread(target=run, name="supervised-work", daemon=True).start()
         while not done.done():
             self.supervise_once()
+            self.look_after_the_broker()
             time.sleep(SUPERVISE_INTERVAL_S)
         return done.result()
+
+    def look_after_the_broker(self, now: float | None = None) -> None:
+        """On the embedded broker: every TRIM_INTERVAL_S delete what the workers committed
+        (`engine.topics.trim_consumed`), and every BROKER_WATCH_INTERVAL_S warn, with its
+        figures, once its CPU or memory has grown far enough to slow the worker
+        (`engine.embedded.BrokerWatch`)."""
+        if self.servers.kafka is None or self.stopping:
+            return
+        now = time.monotonic() if now is None else now
+        if now >= self._next_trim:
+            self._next_trim = now + TRIM_INTERVAL_S
+            try:
+                asyncio.run(trim_consumed(self.settings))
+            except (KafkaError, OSError) as error:
+                self.notify(f"could not delete consumed records from the embedded broker: {error}")
+        if self._broker_watch is None and self.servers.kafka.pid is not None:
+            self._broker_watch = BrokerWatch(self.servers.kafka.pid)
+        if self._broker_watch is not None and now >= self._next_watch:
+            self._next_watch = now + BROKER_WATCH_INTERVAL_S
+            if (warning := self._broker_watch.check()) is not None:
+                self.notify(warning)
 
     def supervise_once(self, now: float | None = None) -> None:
         """Look at every child once: note an exit and schedule its restart, or restart a

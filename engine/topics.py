@@ -5,10 +5,13 @@ partition count; creating them up front gives the worker and the publisher the s
 The `outcomes` topic has exactly one partition: one worker of the group owns it, and
 with it the only copy of the propensity model that learns.
 
-On the embedded broker started by this process the topics get retention (settings
-`embedded_kafka_retention_s` and `_mb`): it holds its data in memory and snapshots all of
-it every second, so what it keeps must stay small. A real cluster's topics keep the
-cluster's defaults.
+On the embedded broker started by this process what is held must stay small: it keeps its
+data in memory and snapshots all of it every second. So `nba up` deletes, every few
+seconds, what the workers' group has committed (`trim_consumed`): the broker then holds
+little more than what waits to be applied, and nothing is dropped before a worker had it.
+The topics' retention (`embedded_kafka_retention_s` and `_mb`) is only a safety net for
+a worker gone for a long time. A real cluster's topics keep the cluster's defaults, and
+nothing is trimmed there.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import contextlib
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.records_to_delete import RecordsToDelete
 from aiokafka.errors import TopicAlreadyExistsError
 
 from engine.embedded import embedded_topic_configs, is_embedded_broker
@@ -70,3 +74,25 @@ def _topic_configs(settings: Settings, bootstrap: str) -> dict[str, dict[str, st
         settings.outcomes_topic: timed,
         settings.dlq_topic: embedded_topic_configs(None, settings.embedded_kafka_retention_mb),
     }
+
+
+async def trim_consumed(settings: Settings) -> int:
+    """Delete, from the events and outcomes topics, the records the workers' consumer group
+    has committed; return how many partitions moved their start. Only for the embedded
+    broker: on a shared cluster other consumers may still need those records."""
+    _, bootstrap = settings.require_servers()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(settings.worker_id)
+        consumed = {
+            partition: RecordsToDelete(before_offset=position.offset)
+            for partition, position in committed.items()
+            if partition.topic in (settings.events_topic, settings.outcomes_topic)
+            and position.offset > 0
+        }
+        if consumed:
+            await admin.delete_records(consumed)
+        return len(consumed)
+    finally:
+        await admin.close()

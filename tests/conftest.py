@@ -45,6 +45,9 @@ def settings(servers: EmbeddedServices, unique: str) -> Settings:
         outcomes_topic=f"outcomes-{unique}",
         topic_partitions=4,
         kafka_session_timeout_s=6.0,
+        # no supervisor trims the session's broker: a short safety net keeps what it holds
+        # (and snapshots every second) to the last minutes of the suite
+        embedded_kafka_retention_s=120.0,
         model_key=SecretStr(f"test-model-key-{unique}"),
         checkpoint_interval_s=0.5,
     )

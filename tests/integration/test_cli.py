@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis as AsyncRedis
 
 from engine.embedded import free_port
@@ -63,6 +65,21 @@ async def owns_partitions(settings: Settings) -> bool:
     return sum(len(worker.partitions) for worker in workers) >= settings.topic_partitions
 
 
+async def partition_starts(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+    """The first offset still held in each partition of `topic`."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        if not partitions:
+            await consumer.topics()  # fetch the metadata once
+            found = consumer.partitions_for_topic(topic) or set()
+            partitions = [TopicPartition(topic, p) for p in found]
+        return dict(await consumer.beginning_offsets(partitions))
+    finally:
+        await consumer.stop()
+
+
 def clean_environment() -> dict[str, str]:
     """The caller's environment without any configured server: embedded ones start."""
     return {key: value for key, value in os.environ.items() if not key.startswith("NBA_")}
@@ -106,6 +123,12 @@ def test_up_serves_then_stops_everything_it_started(
             assert time.monotonic() < deadline, "the event never reached the features"
             time.sleep(0.2)
         assert profile.json()["features"]["ch_branch_count"] == 1
+        # once the worker has committed the event, the supervisor deletes it from the
+        # embedded broker, which then holds only what waits
+        [bootstrap] = re.findall(r"embedded Kafka.*?(127\.0\.0\.1:\d+)", log_path.read_text())
+        while sum(asyncio.run(partition_starts(bootstrap, "events")).values()) < 1:
+            assert time.monotonic() < deadline, "the consumed event was never trimmed"
+            time.sleep(0.5)
     finally:
         process.send_signal(stop_signal)
         assert process.wait(EXIT_TIMEOUT_S) == 0, log_path.read_text()
