@@ -17,6 +17,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from engine.settings import Settings
+from features.docs import between_markers
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGURATION = ROOT / "docs" / "configuration.md"
@@ -83,11 +84,7 @@ def render_table(fields: dict[str, FieldInfo] | None = None) -> str:
 
 def with_table(text: str) -> str:
     """The configuration page's text with its table regenerated."""
-    if START not in text or END not in text:
-        raise ValueError(f"{CONFIGURATION} has no `{START}` … `{END}` markers")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{render_table()}\n{END}{tail}"
+    return between_markers(text, START, END, render_table(), page=CONFIGURATION)
 
 
 def main() -> None:

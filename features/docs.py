@@ -30,11 +30,18 @@ def render_table(features: tuple[FeatureInfo, ...] = FEATURES) -> str:
 
 def with_table(text: str) -> str:
     """The page's text with its feature table regenerated."""
-    if START not in text or END not in text:
-        raise ValueError(f"{FEATURES_DOC} has no `{START}` … `{END}` markers")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{render_table()}\n{END}{tail}"
+    return between_markers(text, START, END, render_table(), page=FEATURES_DOC)
+
+
+def between_markers(text: str, start: str, end: str, generated: str, *, page: Path) -> str:
+    """`text` with what stands between its `start` and `end` lines replaced by `generated`;
+    `ValueError` naming `page` when a marker is missing. Every generated table in the
+    docs is kept this way."""
+    if start not in text or end not in text:
+        raise ValueError(f"{page} has no `{start}` … `{end}` markers")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{generated}\n{end}{tail}"
 
 
 def main() -> None:
