@@ -17,17 +17,13 @@ from models.checkpoints import (
     SignedModelStore,
     StaleCheckpointError,
 )
-from models.churn import (
-    ChurnModel,
-    CustomerModelsFeed,
-    CustomerModelsLearner,
-    CustomerModelStores,
-    LearnStep,
-    PendingChurnLabels,
-    SnapshotBudget,
-)
+from models.churn_labels import PendingChurnLabels
+from models.churn_model import ChurnModel
 from models.cooperative import SLICE_S
+from models.customer_model_stores import CustomerModelStores
+from models.customer_models import CustomerModelsLearner, LearnStep
 from models.segments import Segmenter, SegmentSamples
+from models.snapshots import CustomerModelsFeed, SnapshotBudget
 
 KEY = b"k" * 32
 DAY = 86_400.0
