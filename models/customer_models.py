@@ -7,27 +7,17 @@ models (`models.customer_model_stores`) that the API serves.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from features.locks import RedisLock
 from models.checkpoints import SignedModelStore, StaleCheckpointError
 from models.churn_labels import PendingChurnLabels
 from models.churn_model import ChurnModel
 from models.cooperative import SLICE_S, in_slices
 from models.segments import Segmenter, SegmentSamples
-
-# KEYS: the lock. ARGV: owner, TTL ms. Takes the lock, or renews it for its owner.
-_LOCK_SCRIPT = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,19 +67,17 @@ class CustomerModelsLearner:
         self._churn_store = churn_store
         self._segments_store = segments_store
         self._new_segmenter = new_segmenter
-        self._owner = owner
         self._lateness_s = lateness_s
-        self._lock_ttl_ms = math.ceil(lock_ttl_s * 1000)
         self._batch = batch
         self._slice_s = slice_s
         self.lock_key = f"{key_prefix}nba:lock:customer-models"
-        self._lock_script = redis.register_script(_LOCK_SCRIPT)
+        self._lock = RedisLock(redis, self.lock_key, owner=owner, ttl_s=lock_ttl_s)
         self.churn, self.churn_version = ChurnModel(), -1  # -1: not loaded yet
         self.segmenter, self.segments_version = new_segmenter(), -1
 
     async def step(self) -> LearnStep | None:
         """One round of learning; None when another worker holds the lock."""
-        if not await self._lock_script(keys=[self.lock_key], args=[self._owner, self._lock_ttl_ms]):
+        if not await self._lock.hold():
             return None
         await self._load_if_moved()
         resolutions = await self._labels.take_resolved(self._batch)
