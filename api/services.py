@@ -25,7 +25,8 @@ from features.stats import IngestStats
 from features.store import RedisFeatureStore
 from features.tiers import EdgesCache
 from models.checkpoints import CheckpointStore
-from models.churn import ChurnModel, CustomerModelStores
+from models.churn_model import ChurnModel
+from models.customer_model_stores import CustomerModelStores
 from models.exploration import EpsilonGreedy, ExplorationPolicy, Greedy, ThompsonSampling
 from models.features_vector import vectorise
 from models.offpolicy import BanditLog

@@ -2,7 +2,7 @@
 the workers' event loops.
 
 - `learn_customer_models`, every `checkpoint_interval_s`: the churn and segment learner
-  (`models.churn.CustomerModelsLearner`) expires the churn labels that are due, learns
+  (`models.customer_models.CustomerModelsLearner`) expires the churn labels that are due, learns
   them and the queued segment samples, and checkpoints both models;
 - `walk_customer_base`, every BASE_WALK_INTERVAL_S: a few hundred customer states
   towards the base-wide RFM quintile edges (`features.tiers.BaseWalker`).
@@ -40,11 +40,9 @@ from features.derived import FEATURES
 from features.state import FeatureFold
 from features.tiers import BaseWalker
 from models.checkpoints import CheckpointRefusedError, StaleCheckpointError
-from models.churn import (
-    CustomerModelsLearner,
-    CustomerModelStores,
-    PendingChurnLabels,
-)
+from models.churn_labels import PendingChurnLabels
+from models.customer_model_stores import CustomerModelStores
+from models.customer_models import CustomerModelsLearner
 from models.segments import Segmenter, SegmentSamples
 
 log = logging.getLogger(__name__)

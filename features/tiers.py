@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from features.config import SECONDS_PER_DAY
+from features.locks import RedisLock
 from features.registry import AMOUNT_SCALE, STORED, STORED_BY_NAME
 from features.state import CustomerState, FeatureFold, PartialState, SlotReader
 
@@ -61,16 +62,17 @@ class BaseWalker:
         sample_size: int = 50_000,
         keys_per_step: int = 2_000,
         seed: int = 0,
+        lock_ttl_s: float = LOCK_TTL_S,
     ) -> None:
         self._redis = redis
         self._fold = fold
         self._prefix = key_prefix
-        self._owner = owner
         self._sample_size = sample_size
         self._keys_per_step = keys_per_step
         self._random = random.Random(seed)
         self._reader = SlotReader(fold.stored, RFM_SLOTS)
         self._pass: _Pass | None = None
+        self._lock = RedisLock(redis, f"{key_prefix}rfm:walker", owner=owner, ttl_s=lock_ttl_s)
 
     @property
     def edges_key(self) -> str:
@@ -80,11 +82,12 @@ class BaseWalker:
         """Read the next keys of the pass; the edges published if this step ended a pass.
 
         Only one process walks at a time (a lock with expiry): the others' steps do
-        nothing, so every worker can call this on a timer.
+        nothing, so every worker can call this on a timer. A walker whose lock lapsed
+        (it stalled past `lock_ttl_s`) drops its pass and leaves the lock, and whoever
+        took it, alone; its next step starts a new pass if the lock is free.
         """
-        lock = f"{self._prefix}rfm:walker"
         if self._pass is None:
-            if not await self._redis.set(lock, self._owner, nx=True, ex=LOCK_TTL_S):
+            if not await self._lock.acquire():
                 return None
             self._pass = _Pass()
         now = time.time() if now is None else now
@@ -97,7 +100,9 @@ class BaseWalker:
                 if raw is not None:
                     self._observe(walk, raw, now)
         walk.cursor = int(cursor)
-        await self._redis.expire(lock, LOCK_TTL_S)
+        if not await self._lock.extend():
+            self._pass = None
+            return None
         if walk.cursor != 0:
             return None
         self._pass = None
@@ -105,7 +110,7 @@ class BaseWalker:
         if edges:
             payload = {**edges, "customers": walk.seen, "computed_ts": now}
             await self._redis.set(self.edges_key, orjson.dumps(payload))
-        await self._redis.delete(lock)
+        await self._lock.release()
         return edges
 
     def _observe(self, walk: _Pass, raw: bytes, now: float) -> None:

@@ -28,10 +28,10 @@ from features.state import FeatureFold
 from features.stats import IngestStats
 from features.store import RedisFeatureStore
 from features.tiers import EdgesCache
-from models.churn import CustomerModelsFeed, SnapshotBudget
 from models.exploration import ThompsonSampling
 from models.online import OnlinePropensity
 from models.segments import SegmentSamples
+from models.snapshots import CustomerModelsFeed, SnapshotBudget
 
 TS = "2026-01-05T09:30:00Z"
 

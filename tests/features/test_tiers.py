@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 
 import pytest
@@ -86,3 +87,32 @@ def test_rfm_values_match_the_full_read() -> None:
         (values["txn_decayed_count"], values["txn_decayed_amount"])
     )
     assert rfm_values(FOLD, FOLD.new_state(), T0) is None
+
+
+async def test_a_walker_whose_lock_lapsed_leaves_the_new_holders_lock_alone(
+    redis: Redis, settings: Settings
+) -> None:
+    store = RedisFeatureStore(redis, FOLD, key_prefix=settings.key_prefix)
+    for customer in range(1, 41):
+        await store.apply(purchases(customer))
+    prefix = settings.key_prefix
+    stalled = BaseWalker(redis, FOLD, key_prefix=prefix, owner="a", keys_per_step=1, lock_ttl_s=0.1)
+    lock = f"{prefix}rfm:walker"
+    assert await stalled.step(now=T0) is None  # a pass begun: one SCAN step of many
+    assert await redis.get(lock) == b"a"
+    await asyncio.sleep(0.3)  # "a" stalls past its lock's TTL; "b" takes the lock
+    other = BaseWalker(redis, FOLD, key_prefix=prefix, owner="b", keys_per_step=5, lock_ttl_s=30.0)
+    assert await other.step(now=T0) is None
+    # "a" wakes up: its steps neither extend nor free b's lock (it dropped its pass, and
+    # b holds the lock, so it cannot start another)
+    for _ in range(50):
+        assert await stalled.step(now=T0) is None
+        assert await redis.get(lock) == b"b"
+        assert 1_000 < await redis.pttl(lock) <= 30_000  # b's TTL, set by b only
+    edges = None
+    for _ in range(10_000):  # SCAN steps through every key of the shared server
+        edges = await other.step(now=T0)
+        if edges:
+            break
+    assert edges is not None
+    assert await redis.exists(lock) == 0  # b freed its lock at the end of its pass

@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from engine.settings import Settings
-from models.churn import CustomerModelStores
+from models.customer_model_stores import CustomerModelStores
 from tests.integration.test_learning import serve
 
 TIMEOUT_S = 30.0

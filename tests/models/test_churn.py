@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 from redis.asyncio import Redis
 
-import models.churn
+import models.churn_model
 from engine.settings import Settings
 from features.events import Event
 from models import persistence
-from models.churn import ChurnModel, PendingChurnLabels, Resolution, Snapshot, SnapshotBudget
+from models.churn_labels import PendingChurnLabels, Resolution, Snapshot
+from models.churn_model import ChurnModel
+from models.snapshots import SnapshotBudget
 
 T0 = 1_767_605_400.0
 DAY = 86_400.0
@@ -315,6 +317,22 @@ def test_a_saved_model_loads_back_signed_and_scores_the_same() -> None:
     assert restored.labels_learned == 50
 
 
+def test_a_checkpoint_saved_before_the_split_of_models_churn_still_loads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Stored checkpoints name the class `models.churn.ChurnModel`: that alias must stay."""
+    model = ChurnModel()
+    model.learn_one({"a": 1.0}, churned=True)
+    with monkeypatch.context() as patch:  # pickle as the class was named before the split
+        patch.setattr(ChurnModel, "__module__", "models.churn")
+        old = persistence.save(model, key=KEY)
+    assert b"models.churn\x94" in old
+    assert b"models.churn_model" not in old
+    restored = persistence.load(old, key=KEY, expected_type=ChurnModel)
+    assert restored.labels_learned == 1
+    assert restored.churn_risk({"a": 1.0}) == model.churn_risk({"a": 1.0})
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -329,6 +347,6 @@ def test_invalid_model_parameters_are_refused(kwargs: dict[str, float], message:
 
 
 def test_the_documented_examples_run() -> None:
-    result = doctest.testmod(models.churn)
+    result = doctest.testmod(models.churn_model)
     assert result.attempted >= 4
     assert result.failed == 0

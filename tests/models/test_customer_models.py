@@ -17,17 +17,13 @@ from models.checkpoints import (
     SignedModelStore,
     StaleCheckpointError,
 )
-from models.churn import (
-    ChurnModel,
-    CustomerModelsFeed,
-    CustomerModelsLearner,
-    CustomerModelStores,
-    LearnStep,
-    PendingChurnLabels,
-    SnapshotBudget,
-)
+from models.churn_labels import PendingChurnLabels
+from models.churn_model import ChurnModel
 from models.cooperative import SLICE_S
+from models.customer_model_stores import CustomerModelStores
+from models.customer_models import CustomerModelsLearner, LearnStep
 from models.segments import Segmenter, SegmentSamples
+from models.snapshots import CustomerModelsFeed, SnapshotBudget
 
 KEY = b"k" * 32
 DAY = 86_400.0
@@ -205,3 +201,16 @@ async def test_a_step_lets_the_event_loop_run_between_the_samples_it_learns(
     assert step is not None
     assert step.segment_samples == len(customers)
     assert set(range(1, len(customers))) <= set(seen)  # it ran after each sample
+
+
+async def test_a_learner_whose_lock_lapsed_leaves_the_new_holders_lock_alone(
+    redis: Redis, settings: Settings
+) -> None:
+    wiring = Wiring(redis, settings)
+    first, second = wiring.learners
+    assert await first.step() is not None
+    await redis.delete(first.lock_key)  # the first stalled past its TTL: the lock lapsed
+    assert await second.step() is not None
+    assert await first.step() is None  # back from its stall: the lock is the second's
+    assert await redis.get(first.lock_key) == b"w2"
+    assert await second.step() is not None  # renewed by its holder, step after step
