@@ -4,9 +4,9 @@ Faust creates its aiokafka consumer with `fetch_max_wait_ms=1500` written into t
 A broker may hold a fetch that long when it has no new data; a broker that does not
 answer a waiting fetch early when a message arrives (the embedded broker of earlier
 versions did not) then delays every event by up to that long. A short wait bounds that
-delay, whatever the broker, at the cost of more empty fetches while idle. The transport is registered under the
-`nbakafka://` scheme (an entry point of the `faust.transports` group, pyproject.toml),
-Faust's own extension point for transports.
+delay, whatever the broker, at the cost of more empty fetches while idle. The transport
+is registered under the `nbakafka://` scheme (an entry point of the `faust.transports`
+group, pyproject.toml), Faust's own extension point for transports.
 """
 
 from __future__ import annotations

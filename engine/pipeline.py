@@ -39,8 +39,8 @@ from features.events import Event, EventType, Rejection, decode_message
 from features.stats import IngestCounts, IngestStats
 from features.store import LateEvent, RedisFeatureStore
 from features.tiers import EdgesCache
-from models.churn import CustomerModelsFeed
 from models.learning import pack_outcomes
+from models.snapshots import CustomerModelsFeed
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ only once the broker has them (`actions.decision_log`). Workers sweeping at the 
 time close each window once; a window handed on twice is learned once, as the learner
 skips negatives it already learned.
 
-Churn risk and segments (`models.churn`, `models.segments`): after each batch is applied,
+Churn risk and segments (`models.snapshots`, `models.customer_models`): after each batch,
 `apply_events` feeds them (`CustomerModelsFeed`: closure labels queued, activity noted,
 the event-time watermark moved, one snapshot and segment sample per customer per churn
 horizon). `learn_customer_models` (every `checkpoint_interval_s`) learns them in one
@@ -85,10 +85,10 @@ from features.stats import IngestStats
 from features.store import RedisFeatureStore
 from features.tiers import EdgesCache
 from models.checkpoints import CheckpointStore
-from models.churn import CustomerModelsFeed, SnapshotBudget
 from models.learning import Learner, Outcome, decode_outcomes, pack_outcomes
 from models.offpolicy import BanditLog
 from models.segments import SegmentSamples
+from models.snapshots import CustomerModelsFeed, SnapshotBudget
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Former home of the churn and segment wiring, now split by job; only aliases are left.
+"""Former home of the churn and segment wiring, now split by job; one alias is left.
 
 - `models.churn_model`: `ChurnModel`, the river classifier;
 - `models.churn_labels`: `PendingChurnLabels` and its scripts, `Snapshot`, `Resolution`;
@@ -10,11 +10,9 @@ Why this module stays: churn checkpoints are pickles, and a pickle names its cla
 module, so every `ChurnModel` checkpoint saved before the split refers to
 `models.churn.ChurnModel` and loads only while that name resolves. New checkpoints name
 `models.churn_model.ChurnModel`; the alias can go once no stored checkpoint predates the
-split. `engine.worker` and `engine.pipeline` still import the feed from here; point them
-at `models.snapshots` and drop those two aliases.
+split.
 """
 
 from models.churn_model import ChurnModel
-from models.snapshots import CustomerModelsFeed, SnapshotBudget
 
-__all__ = ["ChurnModel", "CustomerModelsFeed", "SnapshotBudget"]
+__all__ = ["ChurnModel"]
