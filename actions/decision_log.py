@@ -71,6 +71,7 @@ from redis.asyncio import Redis
 
 from actions.decide import Decision
 from features.events import Event, EventType
+from features.keys import Keys
 from features.redis_text import as_text
 from models.learning import Outcome
 
@@ -301,22 +302,22 @@ class DecisionLog:
         self._ttl_seconds = ttl_seconds
         self.no_answer_window_s = no_answer_window_s
         self.no_answer_mode = no_answer_mode
-        self._counts_key = f"{key_prefix}nba:outcomes"
-        windows = f"{key_prefix}nba:{{noanswer}}"
-        self.pending_key = f"{windows}:pending"
-        self.expired_key = f"{windows}:expired"
-        self.outbox_key = f"{windows}:outbox"
-        self._window_counts_key = f"{windows}:counts"
+        self._keys = keys = Keys(key_prefix)
+        self._counts_key = keys.outcome_counts
+        self.pending_key = keys.no_answer("pending")
+        self.expired_key = keys.no_answer("expired")
+        self.outbox_key = keys.no_answer("outbox")
+        self._window_counts_key = keys.no_answer("counts")
         self._attribute_script = redis.register_script(_ATTRIBUTE_SCRIPT)
         self._expire_script = redis.register_script(_EXPIRE_SCRIPT)
         self._forwarded_script = redis.register_script(_FORWARDED_SCRIPT)
 
     def decision_key(self, customer_id: str, decision_id: str) -> str:
         """The key of one decision; the `{id}` hash tag keeps it in the customer's slot."""
-        return f"{self._key_prefix}cust:{{{customer_id}}}:d:{decision_id}"
+        return self._keys.decision(customer_id, decision_id)
 
     def _answered_key(self, customer_id: str, decision_id: str, action_id: str) -> str:
-        return f"{self.decision_key(customer_id, decision_id)}:a:{action_id}"
+        return self._keys.answered(customer_id, decision_id, action_id)
 
     async def record(self, decision: Decision) -> None:
         """Store a decision for `ttl_seconds`: one Redis call."""

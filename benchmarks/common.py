@@ -36,6 +36,7 @@ from engine.redis_client import connect_redis
 from engine.settings import DEFAULT_CATALOG, Settings
 from engine.simulator import SimulatedBank
 from features.events import Event
+from features.keys import Keys
 from features.redis_text import as_text
 from features.state import FeatureFold
 from features.store import RedisFeatureStore
@@ -519,7 +520,9 @@ async def history_snapshot(
     try:
         bank_days = simulated_days(simulated_bank(customers), FIRST_TRAFFIC_DAY, days)
         folded = await fold_history(redis, settings, bank_days)
-        keys = [key async for key in redis.scan_iter(match=f"{settings.key_prefix}cust:*")]
+        keys = [
+            key async for key in redis.scan_iter(match=Keys(settings.key_prefix).customers_pattern)
+        ]
         states: dict[str, bytes] = {}
         for start in range(0, len(keys), SNAPSHOT_CHUNK):
             chunk = keys[start : start + SNAPSHOT_CHUNK]

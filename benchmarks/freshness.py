@@ -107,6 +107,7 @@ from engine.settings import Settings
 from engine.simulator import SimulatedBank
 from engine.topics import ensure_topics
 from features.events import Channel, Event, EventType
+from features.keys import Keys
 from features.publisher import EventPublisher
 from features.state import FeatureFold
 from features.stats import IngestStats
@@ -755,7 +756,9 @@ async def _fold_history(
     try:
         events = await fold_history(redis, settings, source.take_days(days))
         keys: list[str] = []
-        async for key in redis.scan_iter(match=f"{settings.key_prefix}cust:*:s", count=1000):
+        async for key in redis.scan_iter(
+            match=Keys(settings.key_prefix).states_pattern, count=1000
+        ):
             keys.append(key)
             if len(keys) == CALIBRATION_STATES:
                 break

@@ -58,6 +58,7 @@ from engine.runtime import tune_garbage_collector
 from engine.settings import Settings
 from features.derived import FEATURES
 from features.events import Event, iter_customer_groups
+from features.keys import Keys
 from features.registry import STORED
 from features.state import FeatureFold
 from features.store import RedisFeatureStore
@@ -237,7 +238,9 @@ async def _timed_store(
 
 async def _stored_states(redis: Redis, key_prefix: str) -> dict[bytes, bytes]:
     """Every customer state in the store, by key."""
-    keys = [key async for key in redis.scan_iter(match=f"{key_prefix}cust:*:s", count=5_000)]
+    keys = [
+        key async for key in redis.scan_iter(match=Keys(key_prefix).states_pattern, count=5_000)
+    ]
     return dict(zip(keys, await redis.mget(keys), strict=True)) if keys else {}
 
 

@@ -15,6 +15,7 @@ import orjson
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
+from features.keys import Keys
 from features.redis_text import as_text
 
 
@@ -36,7 +37,7 @@ class ProcessRecord:
     name (`worker`, `worker-2`, `learner`, `api`, …), its `ProcessStatus` as JSON."""
 
     def __init__(self, *, key_prefix: str = "") -> None:
-        self.key = f"{key_prefix}nba:processes"
+        self.key = Keys(key_prefix).processes
 
     def start(self, client: Redis, names: list[str]) -> None:
         """Forget any earlier run's record and list `names`, none restarted yet."""

@@ -17,6 +17,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from features.keys import Keys
 from features.redis_text import as_text
 
 #: A worker whose last heartbeat is older than this is reported as gone.
@@ -124,8 +125,8 @@ class IngestStats:
         self._redis = redis
         #: The hash of the counters, one field per `IngestCounts` field (the feature
         #: store's conditional write increments it in its own script).
-        self.counts_key = f"{key_prefix}nba:ingest"
-        self._workers_key = f"{key_prefix}nba:workers"
+        self.counts_key = Keys(key_prefix).ingest_counts
+        self._workers_key = Keys(key_prefix).workers
 
     async def add(self, counts: IngestCounts) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:

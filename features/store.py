@@ -61,6 +61,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError, WatchError
 
 from features.events import Event, iter_customer_groups
+from features.keys import Keys
 from features.reading import Features, read_features
 from features.redis_text import as_text
 from features.state import Applied, CustomerState, FeatureFold
@@ -224,7 +225,7 @@ class RedisFeatureStore:
 
     def customer_key(self, customer_id: str, suffix: str) -> str:
         """A key of one customer; the `{id}` hash tag keeps all of them in one slot."""
-        return f"{self._key_prefix}cust:{{{customer_id}}}:{suffix}"
+        return Keys(self._key_prefix).customer(customer_id, suffix)
 
     def state_key(self, customer_id: str) -> str:
         return self.customer_key(customer_id, "s")

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from features.config import SECONDS_PER_DAY
+from features.keys import Keys
 from features.locks import RedisLock
 from features.registry import AMOUNT_SCALE, STORED, STORED_BY_NAME
 from features.state import CustomerState, FeatureFold, PartialState, SlotReader
@@ -72,11 +73,13 @@ class BaseWalker:
         self._random = random.Random(seed)
         self._reader = SlotReader(fold.stored, RFM_SLOTS)
         self._pass: _Pass | None = None
-        self._lock = RedisLock(redis, f"{key_prefix}rfm:walker", owner=owner, ttl_s=lock_ttl_s)
+        self._lock = RedisLock(
+            redis, Keys(key_prefix).rfm_walker_lock, owner=owner, ttl_s=lock_ttl_s
+        )
 
     @property
     def edges_key(self) -> str:
-        return f"{self._prefix}rfm:edges"
+        return Keys(self._prefix).rfm_edges
 
     async def step(self, now: float | None = None) -> dict[str, list[float]] | None:
         """Read the next keys of the pass; the edges published if this step ended a pass.
@@ -93,7 +96,7 @@ class BaseWalker:
         now = time.time() if now is None else now
         walk = self._pass
         cursor, keys = await self._redis.scan(
-            walk.cursor, match=f"{self._prefix}cust:*:s", count=self._keys_per_step
+            walk.cursor, match=Keys(self._prefix).states_pattern, count=self._keys_per_step
         )
         if keys:
             for raw in await self._redis.mget(keys):
@@ -154,7 +157,7 @@ def quintile_edges(sample: list[tuple[float, float, float]]) -> dict[str, list[f
 
 async def read_edges(redis: Redis, *, key_prefix: str = "") -> dict[str, tuple[float, ...]]:
     """The latest published edges, empty before the first pass completed."""
-    raw = await redis.get(f"{key_prefix}rfm:edges")
+    raw = await redis.get(Keys(key_prefix).rfm_edges)
     if raw is None:
         return {}
     stored = orjson.loads(raw)

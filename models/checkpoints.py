@@ -33,6 +33,7 @@ from typing import Any, Generic, TypeVar
 
 from redis.asyncio import Redis
 
+from features.keys import Keys
 from models import persistence
 from models.drift import DriftDetector
 from models.metrics import ProgressiveValidation
@@ -155,7 +156,7 @@ class CheckpointStore:
         _check_signing_key(signing_key)
         self._redis = redis
         self._signing_key = signing_key
-        self.key = f"{key_prefix}nba:model:{name}"
+        self.key = Keys(key_prefix).model(name)
         self._save_script = redis.register_script(_SAVE_SCRIPT)
 
     async def version(self) -> int:
@@ -255,7 +256,7 @@ class SignedModelStore(Generic[_M]):
         self._redis = redis
         self._signing_key = signing_key
         self.model_type = model_type
-        self.key = f"{key_prefix}nba:model:{name}"
+        self.key = Keys(key_prefix).model(name)
         self._save_script = redis.register_script(_SAVE_MODEL_SCRIPT)
 
     async def version(self) -> int:

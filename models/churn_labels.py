@@ -76,6 +76,7 @@ import orjson
 from redis.asyncio import Redis
 
 from features.events import BANK_INITIATED_TYPES, Event, EventType, iter_customer_groups
+from features.keys import Keys
 
 Reason = Literal["closed", "dormant", "active"]
 
@@ -213,9 +214,9 @@ class PendingChurnLabels:
         self.horizon_s = horizon_s
         self.dormant_after_s = dormant_after_s
         self._ttl_s = math.ceil(horizon_s + ttl_slack_s)
-        self.index_key = f"{key_prefix}nba:churn:due"
-        self.resolved_key = f"{key_prefix}nba:churn:resolved"
-        self.watermark_key = f"{key_prefix}nba:churn:watermark"
+        self.index_key = Keys(key_prefix).churn("due")
+        self.resolved_key = Keys(key_prefix).churn("resolved")
+        self.watermark_key = Keys(key_prefix).churn("watermark")
         self._snapshot_script = redis.register_script(_SNAPSHOT_SCRIPT)
         self._events_script = redis.register_script(_EVENTS_SCRIPT)
         self._resolve_script = redis.register_script(_RESOLVE_SCRIPT)
@@ -223,7 +224,7 @@ class PendingChurnLabels:
 
     def customer_key(self, customer_id: str) -> str:
         """The customer's pending snapshot; the `{id}` hash tag keeps it in their slot."""
-        return f"{self._key_prefix}cust:{{{customer_id}}}:churn"
+        return Keys(self._key_prefix).churn_snapshot(customer_id)
 
     # -- snapshots -------------------------------------------------------------------------
 

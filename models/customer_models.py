@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from features.keys import Keys
 from features.locks import RedisLock
 from models.checkpoints import SignedModelStore, StaleCheckpointError
 from models.churn_labels import PendingChurnLabels
@@ -70,7 +71,7 @@ class CustomerModelsLearner:
         self._lateness_s = lateness_s
         self._batch = batch
         self._slice_s = slice_s
-        self.lock_key = f"{key_prefix}nba:lock:customer-models"
+        self.lock_key = Keys(key_prefix).customer_models_lock
         self._lock = RedisLock(redis, self.lock_key, owner=owner, ttl_s=lock_ttl_s)
         self.churn, self.churn_version = ChurnModel(), -1  # -1: not loaded yet
         self.segmenter, self.segments_version = new_segmenter(), -1

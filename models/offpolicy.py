@@ -71,6 +71,7 @@ import numpy as np
 import orjson
 from redis.asyncio import Redis
 
+from features.keys import Keys
 from models.exploration import Greedy
 from models.propensity import PropensityModel
 
@@ -319,7 +320,7 @@ class BanditLog:
             raise ValueError(f"size must be at least 1, got {size}")
         self._redis = redis
         self.size = size
-        self.key = f"{key_prefix}nba:banditlog"
+        self.key = Keys(key_prefix).bandit_log
 
     async def append(self, records: Sequence[LoggedDecision]) -> None:
         """Add `records` at the end and drop what exceeds `size`: one atomic round trip."""

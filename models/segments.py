@@ -73,6 +73,7 @@ import orjson
 from redis.asyncio import Redis
 from river import cluster, preprocessing
 
+from features.keys import Keys
 from models.features_vector import Transform, transform_of, vectorise
 
 #: |z| of a segment's mean from which the feature is "high"/"low", and "very high"/"very low".
@@ -441,7 +442,7 @@ class SegmentSamples:
         if max_len < 1:
             raise ValueError(f"max_len must be at least 1, got {max_len}")
         self._redis = redis
-        self.key = f"{key_prefix}nba:segments:samples"
+        self.key = Keys(key_prefix).segment_samples
         self.max_len = max_len
 
     async def push(self, samples: Sequence[SegmentSample]) -> None:
