@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -27,16 +27,14 @@ from features.tiers import EdgesCache
 from models.checkpoints import CheckpointStore
 from models.churn import ChurnModel, CustomerModelStores
 from models.exploration import EpsilonGreedy, ExplorationPolicy, Greedy, ThompsonSampling
-from models.features_vector import vectorise
 from models.offpolicy import BanditLog
 from models.online import OnlinePropensity
+from models.scores import CustomerModels
 from models.segments import Segmenter
 
 REDIS_TIMEOUT_S = 1.0
 STOP_GRACE_S = 2.0
 log = logging.getLogger(__name__)
-#: The segment of a customer while segments are not learned yet (the warm-up).
-NOT_SEGMENTED = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,50 +55,11 @@ class Services:
     churn_model: LiveSignedModel[ChurnModel]
     segments_model: LiveSignedModel[Segmenter]
 
-
-@dataclass(frozen=True, slots=True)
-class ModelScores:
-    """A customer's churn risk and segment as of now, and what they rest on, in words.
-
-    `churn_risk` is the churn model's prior until it learned a label; `segment` is
-    `NOT_SEGMENTED` (-1) until the segmenter's warm-up is over: never an invented number.
-    """
-
-    churn_risk: float
-    segment: int
-    churn_version: int
-    segments_version: int
-    notes: list[str] = field(default_factory=list)
-
-    def as_features(self) -> dict[str, float | int]:
-        """The scores as features, for decisions (rules and the propensity model)."""
-        return {"churn_risk": self.churn_risk, "segment": self.segment}
-
-
-def model_scores(
-    services: Services, features: Mapping[str, float | int | str], now: float
-) -> ModelScores:
-    """Score `features` (read at `now`) with the serving churn and segment models."""
-    churn, segments = services.churn_model.current, services.segments_model.current
-    notes = []
-    if churn.model.labels_learned == 0:
-        notes.append(f"churn_risk is the prior ({churn.model.prior:g}): no churn label learned yet")
-    segmenter = segments.model
-    if segmenter.ready:
-        segment = segmenter.segment_of(features, now=now)
-    else:
-        segment = NOT_SEGMENTED
-        notes.append(
-            f"segment {NOT_SEGMENTED}: not segmented yet, {segmenter.customers_learned} of "
-            f"{segmenter.warmup} customers sampled before segments are learned"
-        )
-    return ModelScores(
-        churn_risk=churn.model.churn_risk(vectorise(features, now=now)),
-        segment=segment,
-        churn_version=churn.version,
-        segments_version=segments.version,
-        notes=notes,
-    )
+    def customer_models(self) -> CustomerModels:
+        """The churn and segment models serving now, for `models.scores` (read once per
+        request, so the scores and the versions reported agree)."""
+        churn, segments = self.churn_model.current, self.segments_model.current
+        return CustomerModels(churn.model, churn.version, segments.model, segments.version)
 
 
 def make_policy(settings: Settings, model: OnlinePropensity) -> ExplorationPolicy:

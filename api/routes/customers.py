@@ -11,10 +11,11 @@ from redis.exceptions import RedisError
 from actions.decide import decide
 from api.deps import CustomerId, ServicesDep
 from api.responses import OrjsonResponse
-from api.services import ModelScores, Services, model_scores
+from api.services import Services
 from features.derived import FEATURES
 from features.events import Channel
 from features.reading import contact_history, default_features, read_features
+from models.scores import ModelScores
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 
@@ -30,7 +31,7 @@ async def get_customer(customer_id: CustomerId, services: ServicesDep) -> Orjson
     if state is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no events seen for customer {customer_id}")
     features = read_features(store.fold, state, now, services.rfm_edges.current)
-    scores = model_scores(services, features, now)
+    scores = services.customer_models().score(features, now)
     families: dict[str, list[dict[str, Any]]] = {}
     for feature in FEATURES:
         families.setdefault(feature.family, []).append(
@@ -105,7 +106,7 @@ async def get_next_best_actions(
         if state is not None
         else default_features()
     )
-    features = {**features, **model_scores(services, features, now).as_features()}
+    features = {**features, **services.customer_models().score(features, now).as_features()}
     serving = services.live_model.current
     decision = decide(
         customer_id=customer_id,
