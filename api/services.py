@@ -16,9 +16,11 @@ from redis.exceptions import RedisError
 
 from actions.catalog import Catalog, load_catalog
 from actions.decision_log import DecisionLog
+from actions.next_best import NextBestActions, next_best_actions
 from api.live_model import LiveModel, LiveSignedModel
 from engine.redis_client import connect_redis
 from engine.settings import Settings
+from features.events import Channel
 from features.publisher import PRODUCER_HEADROOM_BYTES, EventPublisher
 from features.state import FeatureFold
 from features.stats import IngestStats
@@ -60,6 +62,28 @@ class Services:
         request, so the scores and the versions reported agree)."""
         churn, segments = self.churn_model.current, self.segments_model.current
         return CustomerModels(churn.model, churn.version, segments.model, segments.version)
+
+    async def next_best_actions(
+        self, customer_id: str, channel: Channel, n: int, *, now: float
+    ) -> NextBestActions:
+        """`actions.next_best.next_best_actions` on this process's clients, serving models
+        and settings: the one place they are handed to it, for the route and the
+        decision benchmark alike."""
+        serving = self.live_model.current  # one read: the policy and its version agree
+        return await next_best_actions(
+            customer_id=customer_id,
+            channel=channel,
+            n=n,
+            now=now,
+            store=self.store,
+            decision_log=self.decision_log,
+            catalog=self.catalog,
+            policy=serving.policy,
+            model_version=serving.version,
+            customer_models=self.customer_models(),
+            rfm_edges=self.rfm_edges.current,
+            decline_cooloff_days=self.settings.decline_cooloff_days,
+        )
 
 
 def make_policy(settings: Settings, model: OnlinePropensity) -> ExplorationPolicy:
