@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -16,9 +16,11 @@ from redis.exceptions import RedisError
 
 from actions.catalog import Catalog, load_catalog
 from actions.decision_log import DecisionLog
+from actions.next_best import NextBestActions, next_best_actions
 from api.live_model import LiveModel, LiveSignedModel
 from engine.redis_client import connect_redis
 from engine.settings import Settings
+from features.events import Channel
 from features.publisher import PRODUCER_HEADROOM_BYTES, EventPublisher
 from features.state import FeatureFold
 from features.stats import IngestStats
@@ -28,16 +30,14 @@ from models.checkpoints import CheckpointStore
 from models.churn_model import ChurnModel
 from models.customer_model_stores import CustomerModelStores
 from models.exploration import EpsilonGreedy, ExplorationPolicy, Greedy, ThompsonSampling
-from models.features_vector import vectorise
 from models.offpolicy import BanditLog
 from models.online import OnlinePropensity
+from models.scores import CustomerModels
 from models.segments import Segmenter
 
 REDIS_TIMEOUT_S = 1.0
 STOP_GRACE_S = 2.0
 log = logging.getLogger(__name__)
-#: The segment of a customer while segments are not learned yet (the warm-up).
-NOT_SEGMENTED = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,50 +58,33 @@ class Services:
     churn_model: LiveSignedModel[ChurnModel]
     segments_model: LiveSignedModel[Segmenter]
 
+    def customer_models(self) -> CustomerModels:
+        """The churn and segment models serving now, for `models.scores` (read once per
+        request, so the scores and the versions reported agree)."""
+        churn, segments = self.churn_model.current, self.segments_model.current
+        return CustomerModels(churn.model, churn.version, segments.model, segments.version)
 
-@dataclass(frozen=True, slots=True)
-class ModelScores:
-    """A customer's churn risk and segment as of now, and what they rest on, in words.
-
-    `churn_risk` is the churn model's prior until it learned a label; `segment` is
-    `NOT_SEGMENTED` (-1) until the segmenter's warm-up is over: never an invented number.
-    """
-
-    churn_risk: float
-    segment: int
-    churn_version: int
-    segments_version: int
-    notes: list[str] = field(default_factory=list)
-
-    def as_features(self) -> dict[str, float | int]:
-        """The scores as features, for decisions (rules and the propensity model)."""
-        return {"churn_risk": self.churn_risk, "segment": self.segment}
-
-
-def model_scores(
-    services: Services, features: Mapping[str, float | int | str], now: float
-) -> ModelScores:
-    """Score `features` (read at `now`) with the serving churn and segment models."""
-    churn, segments = services.churn_model.current, services.segments_model.current
-    notes = []
-    if churn.model.labels_learned == 0:
-        notes.append(f"churn_risk is the prior ({churn.model.prior:g}): no churn label learned yet")
-    segmenter = segments.model
-    if segmenter.ready:
-        segment = segmenter.segment_of(features, now=now)
-    else:
-        segment = NOT_SEGMENTED
-        notes.append(
-            f"segment {NOT_SEGMENTED}: not segmented yet, {segmenter.customers_learned} of "
-            f"{segmenter.warmup} customers sampled before segments are learned"
+    async def next_best_actions(
+        self, customer_id: str, channel: Channel, n: int, *, now: float
+    ) -> NextBestActions:
+        """`actions.next_best.next_best_actions` on this process's clients, serving models
+        and settings: the one place they are handed to it, for the route and the
+        decision benchmark alike."""
+        serving = self.live_model.current  # one read: the policy and its version agree
+        return await next_best_actions(
+            customer_id=customer_id,
+            channel=channel,
+            n=n,
+            now=now,
+            store=self.store,
+            decision_log=self.decision_log,
+            catalog=self.catalog,
+            policy=serving.policy,
+            model_version=serving.version,
+            customer_models=self.customer_models(),
+            rfm_edges=self.rfm_edges.current,
+            decline_cooloff_days=self.settings.decline_cooloff_days,
         )
-    return ModelScores(
-        churn_risk=churn.model.churn_risk(vectorise(features, now=now)),
-        segment=segment,
-        churn_version=churn.version,
-        segments_version=segments.version,
-        notes=notes,
-    )
 
 
 def make_policy(settings: Settings, model: OnlinePropensity) -> ExplorationPolicy:

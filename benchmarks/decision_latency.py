@@ -8,8 +8,11 @@ are made on real features of known customers (picked at random, seeded).
   - the FastAPI app called through its ASGI interface: all but uvicorn and the socket;
   - the next-best-actions route handler called directly: everything the API does for a
     request except HTTP and FastAPI (the baseline);
-  - one `RedisFeatureStore.read` + `actions.decide.decide`;
-  - `decide()` alone (features read beforehand): the Python part of a decision.
+  - `actions.next_best.next_best_actions` as the API wires it (`Services.next_best_actions`):
+    the decision itself — state read, model scores, `decide()` with contacts and cool-off,
+    recording — without the route's response rendering;
+  - the customer's state read alone (`RedisFeatureStore.read_state`): the Redis part of
+    the decision's read, so the rest is the Python and the record.
 - over HTTP (the subject): `python -m engine.cli api` (one uvicorn process) asked
   `GET /v1/customers/{id}/next-best-actions?channel=mobile&n=3`, after a warm-up:
   - sequentially over one kept-alive connection (p50/p99, and the API's CPU per request),
@@ -42,10 +45,9 @@ import httpx
 import uvloop
 from fastapi import FastAPI
 
-from actions.decide import decide
 from api.app import create_app
 from api.routes.customers import get_next_best_actions
-from api.services import Services, open_services
+from api.services import open_services
 from benchmarks.common import (
     BenchmarkError,
     Result,
@@ -66,7 +68,6 @@ from engine.redis_client import connect_redis
 from engine.settings import Settings
 from engine.topics import ensure_topics
 from features.events import Channel, Event
-from features.reading import default_features
 from features.state import FeatureFold
 from features.store import RedisFeatureStore
 
@@ -138,8 +139,8 @@ def run(quick: bool = False) -> Result:
             "baseline: the next-best-actions route handler called in-process (uvloop) on the "
             "API's own services; subject: the same request over HTTP from a minimal "
             "keep-alive client on the same machine",
-            f"p50 in µs: decide() {figures['decide_only_p50_us'].median:,.0f}, + store read "
-            f"{figures['read_decide_p50_us'].median:,.0f}, route handler "
+            f"p50 in µs: state read {figures['state_read_p50_us'].median:,.0f}, decision "
+            f"(actions.next_best) {figures['next_best_p50_us'].median:,.0f}, route handler "
             f"{figures['handler_p50_us'].median:,.0f}, FastAPI via ASGI "
             f"{figures['asgi_p50_us'].median:,.0f}, HTTP {figures['http_p50_us'].median:,.0f}",
             f"over HTTP, sequential: p50 {http_p50:.2f} ms, p99 {http_p99:.2f} ms "
@@ -186,14 +187,15 @@ async def _in_process(
     """p50/p99 in this process, one request at a time, on the API's own services.
 
     Four nested figures: the FastAPI app called through ASGI (all but uvicorn and the
-    socket), the route handler called directly (all but FastAPI too), the store read +
-    `decide()`, and `decide()` alone.
+    socket), the route handler called directly (all but FastAPI too), the decision as
+    the route makes it (`Services.next_best_actions`, all but the response), and the
+    state read alone.
     """
     customers = [rng.choice(known) for _ in range(requests)]
     asgi: list[float] = []
     handler: list[float] = []
-    read_decide: list[float] = []
-    alone: list[float] = []
+    next_best: list[float] = []
+    state_read: list[float] = []
     app = create_app(settings)
     async with open_services(settings) as services:
         app.state.services = services  # what the app's lifespan does in the API process
@@ -207,23 +209,20 @@ async def _in_process(
                 customer_id=customer_id, services=services, channel=CHANNEL, n=ACTIONS
             )
             handler.append((time.perf_counter_ns() - started) / 1000)
-        read: list[dict[str, float | int] | None] = []
         for customer_id in customers:
             started = time.perf_counter_ns()
-            features = await services.store.read(customer_id)
-            _decide(services, customer_id, features)
-            read_decide.append((time.perf_counter_ns() - started) / 1000)
-            read.append(features)
-        for customer_id, features in zip(customers, read, strict=True):
+            await services.next_best_actions(customer_id, CHANNEL, ACTIONS, now=time.time())
+            next_best.append((time.perf_counter_ns() - started) / 1000)
+        for customer_id in customers:
             started = time.perf_counter_ns()
-            _decide(services, customer_id, features)
-            alone.append((time.perf_counter_ns() - started) / 1000)
+            await services.store.read_state(customer_id)
+            state_read.append((time.perf_counter_ns() - started) / 1000)
     figures = {}
     for name, latencies in (
         ("asgi", asgi),
         ("handler", handler),
-        ("read_decide", read_decide),
-        ("decide_only", alone),
+        ("next_best", next_best),
+        ("state_read", state_read),
     ):
         figures[f"{name}_p50_us"], figures[f"{name}_p99_us"] = percentiles(latencies, 50, 99)
     return figures
@@ -259,19 +258,6 @@ async def _asgi_get(app: FastAPI, customer_id: str) -> None:
     await app(scope, receive, send)
     if status != 200:
         raise BenchmarkError(f"GET {path}?{query} through ASGI answered {status}")
-
-
-def _decide(services: Services, customer_id: str, features: dict[str, float | int] | None) -> None:
-    """`decide()` exactly as the next-best-actions route calls it."""
-    decide(
-        customer_id=customer_id,
-        channel=CHANNEL,
-        features=features if features is not None else default_features(),
-        catalog=services.catalog,
-        policy=services.live_model.current.policy,
-        n=ACTIONS,
-        now=time.time(),
-    )
 
 
 def _path(customer_id: str) -> str:

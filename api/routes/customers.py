@@ -6,15 +6,14 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
-from redis.exceptions import RedisError
 
-from actions.decide import decide
 from api.deps import CustomerId, ServicesDep
 from api.responses import OrjsonResponse
-from api.services import ModelScores, Services, model_scores
+from api.services import Services
 from features.derived import FEATURES
 from features.events import Channel
-from features.reading import contact_history, default_features, read_features
+from features.reading import contact_history, read_features
+from models.scores import ModelScores
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 
@@ -30,7 +29,7 @@ async def get_customer(customer_id: CustomerId, services: ServicesDep) -> Orjson
     if state is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no events seen for customer {customer_id}")
     features = read_features(store.fold, state, now, services.rfm_edges.current)
-    scores = model_scores(services, features, now)
+    scores = services.customer_models().score(features, now)
     families: dict[str, list[dict[str, Any]]] = {}
     for feature in FEATURES:
         families.setdefault(feature.family, []).append(
@@ -92,40 +91,9 @@ async def get_next_best_actions(
     from with the features the model saw. When the feature store cannot be read, the
     answer is still given, ranked as for a new customer, flagged `degraded`, and not
     recorded: the model does not learn from a decision made without the customer's
-    features.
+    features. The steps are `actions.next_best.next_best_actions`, which the decision
+    benchmark runs too.
     """
-    store, now = services.store, time.time()
-    try:
-        state = await store.read_state(customer_id)
-        degraded = False
-    except RedisError:
-        state, degraded = None, True
-    features = (
-        read_features(store.fold, state, now, services.rfm_edges.current)
-        if state is not None
-        else default_features()
-    )
-    features = {**features, **model_scores(services, features, now).as_features()}
-    serving = services.live_model.current
-    decision = decide(
-        customer_id=customer_id,
-        channel=channel,
-        features=features,
-        catalog=services.catalog,
-        policy=serving.policy,
-        n=n,
-        now=now,
-        degraded=degraded,
-        contacts=contact_history(store.fold, state),
-        decline_cooloff_s=services.settings.decline_cooloff_days * 86_400,
-    )
-    answer = decision.to_dict()
-    answer["model_version"] = serving.version
-    if degraded:
-        answer["notes"].append("not recorded: its answer will not be learned from")
-    elif decision.actions:
-        try:
-            await services.decision_log.record(decision)
-        except RedisError as error:
-            answer["notes"].append(f"not recorded ({error}): its answer will not be learned from")
-    return OrjsonResponse(answer)  # rendered by orjson directly, skipping FastAPI's encoder
+    answer = await services.next_best_actions(customer_id, channel, n, now=time.time())
+    # rendered by orjson directly, skipping FastAPI's encoder
+    return OrjsonResponse(answer.to_dict())

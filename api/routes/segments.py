@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from api.deps import ServicesDep
-from api.services import NOT_SEGMENTED
+from models.scores import NOT_SEGMENTED
 
 router = APIRouter(prefix="/v1/segments", tags=["segments"])
 
