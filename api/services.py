@@ -18,8 +18,8 @@ from actions.catalog import Catalog, load_catalog
 from actions.decision_log import DecisionLog
 from actions.next_best import NextBestActions, next_best_actions
 from api.live_model import LiveModel, LiveSignedModel
-from engine.redis_client import connect_redis
-from engine.settings import Settings
+from engine.core.clients import connect_redis
+from engine.core.settings import Settings
 from features.events import Channel
 from features.publisher import PRODUCER_HEADROOM_BYTES, EventPublisher
 from features.state import FeatureFold

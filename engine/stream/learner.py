@@ -32,9 +32,9 @@ from functools import partial
 
 from redis.asyncio import Redis
 
-from engine.redis_client import connect_redis
-from engine.retries import retrying
-from engine.settings import Settings
+from engine.core.clients import connect_redis
+from engine.core.settings import Settings
+from engine.stream.retries import retrying
 from features.config import SECONDS_PER_DAY
 from features.derived import FEATURES
 from features.state import FeatureFold

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from redis.exceptions import DataError
 
-from engine.redis_client import HiredisPackingConnection, connect_redis
-from engine.settings import Settings
+from engine.core.clients import HiredisPackingConnection, connect_redis
+from engine.core.settings import Settings
 
 
 async def test_commands_round_trip_every_argument_type(settings: Settings) -> None:
