@@ -68,7 +68,7 @@ import faust
 
 from actions.catalog import load_catalog
 from actions.decision_log import DecisionLog
-from engine.core.clients import connect_redis
+from engine.core.clients import redis_from_settings
 from engine.core.settings import Settings
 from engine.stream.learner import (
     BASE_WALK_INTERVAL_S,
@@ -150,7 +150,7 @@ def create_app(settings: Settings, *, datadir: Path) -> faust.App:
 
     Faust creates `datadir` even for in-memory tables; nothing in it outlives the worker.
     """
-    redis_url, bootstrap = settings.require_servers()
+    _, bootstrap = settings.require_servers()  # both set, or an error naming what is missing
     signing_key = settings.require_model_key()
     catalog = load_catalog(settings.catalog_path)
     app = faust.App(
@@ -188,7 +188,7 @@ def create_app(settings: Settings, *, datadir: Path) -> faust.App:
 
         return send
 
-    redis = connect_redis(redis_url)
+    redis = redis_from_settings(settings)
     store = RedisFeatureStore(
         redis,
         FeatureFold(settings.feature_config()),
