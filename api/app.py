@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 from api.responses import OrjsonResponse
 from api.routes import customers, events, health, models, segments
 from api.services import open_services
-from engine.settings import Settings
+from engine.core.settings import Settings
 
 
 def create_app(settings: Settings) -> FastAPI:

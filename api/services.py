@@ -18,8 +18,8 @@ from actions.catalog import Catalog, load_catalog
 from actions.decision_log import DecisionLog
 from actions.next_best import NextBestActions, next_best_actions
 from api.live_model import LiveModel, LiveSignedModel
-from engine.redis_client import connect_redis
-from engine.settings import Settings
+from engine.core.clients import redis_from_settings
+from engine.core.settings import Settings
 from features.events import Channel
 from features.publisher import PRODUCER_HEADROOM_BYTES, EventPublisher
 from features.state import FeatureFold
@@ -115,12 +115,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     The model and the RFM quintile edges are followed by background tasks for as long as
     the services are open.
     """
-    redis_url, bootstrap = settings.require_servers()
+    _, bootstrap = settings.require_servers()  # both set, or an error naming what is missing
     signing_key = settings.require_model_key()
     catalog = load_catalog(settings.catalog_path)
-    redis = connect_redis(
-        redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
-    )
+    redis = redis_from_settings(settings, timeout_s=REDIS_TIMEOUT_S)
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",

@@ -31,10 +31,10 @@ import orjson
 from redis.asyncio import Redis
 
 from actions.catalog import load_catalog
-from engine.embedded import EmbeddedServices, die_with_parent_hook, stop_process_group
-from engine.redis_client import connect_redis
-from engine.settings import DEFAULT_CATALOG, Settings
-from engine.simulator import SimulatedBank
+from engine.core.clients import connect_redis
+from engine.core.settings import DEFAULT_CATALOG, Settings
+from engine.sim.simulator import SimulatedBank
+from engine.stream.embedded import EmbeddedServices, die_with_parent_hook, stop_process_group
 from features.events import Event
 from features.keys import Keys
 from features.redis_text import as_text

@@ -63,10 +63,10 @@ from benchmarks.common import (
     server_version,
     simulated_events,
 )
-from engine.embedded import free_port
-from engine.redis_client import connect_redis
-from engine.settings import Settings
-from engine.topics import ensure_topics
+from engine.core.clients import connect_redis
+from engine.core.settings import Settings
+from engine.stream.embedded import free_port
+from engine.stream.topics import ensure_topics
 from features.events import Channel, Event
 from features.state import FeatureFold
 from features.store import RedisFeatureStore

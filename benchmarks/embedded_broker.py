@@ -27,14 +27,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from benchmarks.common import Result, benchmark_main, median_of, process_cpu_seconds
-from engine.embedded import EmbeddedKafka, EmbeddedServices
+from engine.stream.embedded import EmbeddedKafka, EmbeddedServices
 
 NAME = "embedded_broker"
 RECORD_BYTES = 300  # about one event of the simulated bank as JSON
 ROUNDS = 200  # produce-and-fetch rounds per measurement
 #: Producers filling a partition side by side: each request carries one batch of one record.
 FILLING_PRODUCERS = 8
-FETCH_MAX_WAIT_MS = 50  # as the worker's transport waits (engine/kafka_transport.py)
+FETCH_MAX_WAIT_MS = 50  # as the worker's transport waits (engine/stream/kafka_transport.py)
 #: (batches stored in the measured partition, repeats)
 FULL = (20_000, 3)
 QUICK = (4_000, 2)

@@ -6,7 +6,7 @@ default did). What keeps this one flat is `nba up`'s supervisor deleting what th
 have committed every few seconds (`System.look_after_the_broker`), so the broker holds
 little more than what waits. Only a run as long as a real session shows it.
 
-A system started and supervised as `nba up` runs it (`engine.supervisor.start_system`:
+A system started and supervised as `nba up` runs it (`engine.stream.supervisor.start_system`:
 embedded Valkey and broker, one worker, the learner, the API; the soak drives it from a
 thread while the main thread supervises) gets the demo's traffic: the simulated bank's
 days, posted to `POST /v1/events` in time order at a fixed RATE events/s, for DURATION.
@@ -41,9 +41,9 @@ from benchmarks.common import (
     benchmark_main,
     simulated_bank,
 )
-from engine.embedded import BrokerWatch, ProcessSample
-from engine.settings import Settings
-from engine.supervisor import System, start_system
+from engine.core.settings import Settings
+from engine.stream.embedded import BrokerWatch, ProcessSample
+from engine.stream.supervisor import System, start_system
 
 NAME = "embedded_broker_soak"
 CUSTOMERS = 3_000  # as `nba demo`

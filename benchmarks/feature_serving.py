@@ -58,8 +58,8 @@ from benchmarks.common import (
     server_version,
     simulated_events,
 )
-from engine.redis_client import connect_redis
-from engine.settings import Settings
+from engine.core.clients import connect_redis
+from engine.core.settings import Settings
 from features.events import Event
 from features.reading import Features
 from features.state import FeatureFold

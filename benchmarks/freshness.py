@@ -101,11 +101,11 @@ from benchmarks.common import (
     simulated_bank,
     simulated_days,
 )
-from engine.embedded import EmbeddedServices, free_port
-from engine.redis_client import connect_redis
-from engine.settings import Settings
-from engine.simulator import SimulatedBank
-from engine.topics import ensure_topics
+from engine.core.clients import connect_redis
+from engine.core.settings import Settings
+from engine.sim.simulator import SimulatedBank
+from engine.stream.embedded import EmbeddedServices, free_port
+from engine.stream.topics import ensure_topics
 from features.events import Channel, Event, EventType
 from features.keys import Keys
 from features.publisher import EventPublisher

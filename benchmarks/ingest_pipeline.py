@@ -51,11 +51,11 @@ from benchmarks.common import (
     server_version,
     simulated_events,
 )
-from engine.embedded import EmbeddedServices
-from engine.redis_client import connect_redis
-from engine.runtime import tune_garbage_collector
-from engine.settings import Settings
-from engine.topics import ensure_topics
+from engine.core.clients import connect_redis
+from engine.core.settings import Settings
+from engine.stream.embedded import EmbeddedServices
+from engine.stream.runtime import tune_garbage_collector
+from engine.stream.topics import ensure_topics
 from features.events import Event, decode_message
 from features.publisher import EventPublisher
 from features.state import FeatureFold

@@ -53,9 +53,9 @@ from benchmarks.common import (
     server_version,
     simulated_events,
 )
-from engine.redis_client import connect_redis
-from engine.runtime import tune_garbage_collector
-from engine.settings import Settings
+from engine.core.clients import connect_redis
+from engine.core.settings import Settings
+from engine.stream.runtime import tune_garbage_collector
 from features.derived import FEATURES
 from features.events import Event, iter_customer_groups
 from features.keys import Keys

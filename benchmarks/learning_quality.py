@@ -2,11 +2,11 @@
 
 Each repeat builds, from its own seed:
 
-- a simulated bank (`engine.simulator`) and `history_days` days of its customers' events,
+- a simulated bank (`engine.sim.simulator`) and `history_days` days of its customers' events,
   from which each customer's features are computed as the engine would read them at the
   end of that history (`base_features`);
 - a stream of decisions at that time: a customer drawn uniformly, a channel drawn with the
-  demo's shares (`engine.demo.DECISION_CHANNELS`). The candidates are the catalog's actions
+  demo's shares (`engine.sim.demo.DECISION_CHANNELS`). The candidates are the catalog's actions
   allowed on the channel whose eligibility rule passes, and the model input is
   `vectorise(features, now=..., channel=...)`, both as `actions.decide.decide` makes them:
   the channel is part of x. Decisions with no candidate are left out;
@@ -24,7 +24,7 @@ is "ignore"):
 
 - `learner`: the engine's default, Thompson sampling (`models.exploration`) over
   `models.online.OnlinePropensity` started from the catalog's base rates, with the
-  default settings (`engine.settings`, and `models.learning.Learner`'s model);
+  default settings (`engine.core.settings`, and `models.learning.Learner`'s model);
 - `random`: a uniformly random candidate;
 - `static`: the engine's static policy, the candidates ranked by the catalog's base rate ×
   value whoever the customer (`Greedy` over `BaseRateModel`);
@@ -69,9 +69,9 @@ import vowpalwabbit
 
 from actions.catalog import Catalog, load_catalog, rule_context
 from benchmarks.common import SIMULATION_START, Result, Target, benchmark_main, median_of
-from engine.demo import DECISION_CHANNELS
-from engine.settings import DEFAULT_CATALOG, Settings
-from engine.simulator import DECLINE_SHARE, SimulatedBank
+from engine.core.settings import DEFAULT_CATALOG, Settings
+from engine.sim.demo import DECISION_CHANNELS
+from engine.sim.simulator import DECLINE_SHARE, SimulatedBank
 from features.config import FeatureConfig
 from features.events import Channel, Event
 from features.reading import Features, read_features

@@ -39,8 +39,8 @@ from benchmarks.common import (
     server_version,
     simulated_bank,
 )
-from engine.redis_client import connect_redis
-from engine.settings import Settings
+from engine.core.clients import connect_redis
+from engine.core.settings import Settings
 from features.events import Channel, Event, EventType
 from features.registry import STORED, Kind
 from features.state import CustomerState, FeatureFold

@@ -21,9 +21,9 @@ from rich.progress import DownloadColumn, Progress
 from rich.table import Table
 
 from actions.catalog import CatalogError, load_catalog
-from engine.demo import DemoConfig, FellBehind, run_demo
-from engine.settings import Settings
-from engine.supervisor import SupervisorError, System, start_system, stop_on_sigterm
+from engine.core.settings import Settings
+from engine.sim.demo import DemoConfig, FellBehind, run_demo
+from engine.stream.supervisor import SupervisorError, System, start_system, stop_on_sigterm
 
 console = Console()
 
@@ -109,14 +109,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(settings: Settings) -> int:
-    from engine.worker import run_worker
+    from engine.stream.worker import run_worker
 
     run_worker(settings)
     return 0
 
 
 def _learner(settings: Settings) -> int:
-    from engine.learner import run_learner
+    from engine.stream.learner import run_learner
 
     run_learner(settings)
     return 0
@@ -124,7 +124,7 @@ def _learner(settings: Settings) -> int:
 
 def _load(settings: Settings, events: Path, rejects: Path | None) -> int:
     """`nba load`: the file's events into the store, with a progress bar and a summary."""
-    from engine.bulk_load import load_into
+    from engine.stream.bulk_load import load_into
 
     try:
         redis_url = settings.require_redis()

@@ -13,8 +13,8 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from engine.embedded import EmbeddedServices
-from engine.settings import Settings
+from engine.core.settings import Settings
+from engine.stream.embedded import EmbeddedServices
 
 
 @pytest.fixture(scope="session")

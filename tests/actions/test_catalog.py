@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from actions.catalog import CatalogError, build_catalog, load_catalog, rule_context
-from engine.settings import DEFAULT_CATALOG
+from engine.core.settings import DEFAULT_CATALOG
 from features.events import Channel
 from features.reading import default_features
 

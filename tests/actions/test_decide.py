@@ -9,7 +9,7 @@ import pytest
 
 from actions.catalog import Catalog, build_catalog, load_catalog
 from actions.decide import Decision, decide
-from engine.settings import DEFAULT_CATALOG
+from engine.core.settings import DEFAULT_CATALOG
 from features.events import Channel
 from features.reading import default_features
 from models.exploration import EpsilonGreedy, Greedy, ThompsonSampling

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from actions.catalog import Catalog, load_catalog
 from actions.decide import Decision, decide
 from actions.decision_log import DecisionLog, LoggedDecision, OutcomeCounts, ShownAction
-from engine.settings import DEFAULT_CATALOG, Settings
+from engine.core.settings import DEFAULT_CATALOG, Settings
 from features.events import Channel, Event
 from features.state import FeatureFold
 from features.store import RedisFeatureStore

@@ -12,8 +12,8 @@ from redis.asyncio import Redis
 from actions.catalog import Catalog, load_catalog
 from actions.decision_log import DecisionLog
 from actions.next_best import NextBestActions, next_best_actions
-from engine.embedded import free_port
-from engine.settings import DEFAULT_CATALOG, Settings
+from engine.core.settings import DEFAULT_CATALOG, Settings
+from engine.stream.embedded import free_port
 from features.events import Channel, Event
 from features.state import FeatureFold
 from features.store import RedisFeatureStore

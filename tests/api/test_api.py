@@ -20,9 +20,9 @@ from redis.asyncio import Redis
 from actions.catalog import load_catalog
 from actions.decision_log import DecisionLog
 from api.app import create_app
-from engine.embedded import free_port
-from engine.settings import Settings
-from engine.topics import ensure_topics
+from engine.core.settings import Settings
+from engine.stream.embedded import free_port
+from engine.stream.topics import ensure_topics
 from features.derived import FEATURES
 from features.events import MAX_AMOUNT, Event, decode_message
 from features.state import FeatureFold

@@ -34,7 +34,7 @@ from benchmarks.common import (
     source_digest,
     work_tree_dirty,
 )
-from engine.settings import Settings
+from engine.core.settings import Settings
 from features.events import EventType
 from features.state import FeatureFold
 from features.store import RedisFeatureStore

@@ -11,7 +11,7 @@ import random
 
 from benchmarks.common import simulated_events
 from benchmarks.decision_latency import _in_process, _load
-from engine.settings import Settings
+from engine.core.settings import Settings
 
 
 async def test_the_in_process_figures_time_the_apis_decision(settings: Settings) -> None:

@@ -28,7 +28,7 @@ from benchmarks.feature_serving import (
     run,
     timed_reads,
 )
-from engine.settings import Settings
+from engine.core.settings import Settings
 from features.reading import read_features
 from features.state import FeatureFold
 

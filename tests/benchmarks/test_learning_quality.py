@@ -38,8 +38,8 @@ from benchmarks.learning_quality import (
     reward_of,
     series_of,
 )
-from engine.settings import DEFAULT_CATALOG
-from engine.simulator import SimulatedBank
+from engine.core.settings import DEFAULT_CATALOG
+from engine.sim.simulator import SimulatedBank
 from features.events import Channel
 from models.exploration import Greedy
 from models.features_vector import SECONDS_PER_DAY

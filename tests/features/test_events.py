@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from engine.settings import MIN_MESSAGE_BYTES
+from engine.core.settings import MIN_MESSAGE_BYTES
 from features.events import (
     MAX_ATTR_NAME_CHARS,
     MAX_ATTR_TEXT_CHARS,

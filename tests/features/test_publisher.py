@@ -10,8 +10,8 @@ from collections import Counter, defaultdict
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from engine.settings import Settings
-from engine.topics import ensure_topics
+from engine.core.settings import Settings
+from engine.stream.topics import ensure_topics
 from features.events import Event, decode_message, encode_envelope
 from features.publisher import EventPublisher
 

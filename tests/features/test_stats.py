@@ -8,7 +8,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from engine.settings import Settings
+from engine.core.settings import Settings
 from features.stats import (
     HEARTBEAT_FORGOTTEN_AFTER_S,
     HEARTBEAT_STALE_AFTER_S,

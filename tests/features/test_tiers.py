@@ -8,7 +8,7 @@ import statistics
 import pytest
 from redis.asyncio import Redis
 
-from engine.settings import Settings
+from engine.core.settings import Settings
 from features.config import FeatureConfig
 from features.events import Event
 from features.reading import read_features

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from engine.settings import Settings
-from engine.topics import ensure_topics
+from engine.core.settings import Settings
+from engine.stream.topics import ensure_topics
 from features.stats import IngestStats
 
 WORKER_READY_TIMEOUT_S = 60.0

@@ -19,9 +19,9 @@ import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis as AsyncRedis
 
-from engine.embedded import free_port
-from engine.settings import Settings
-from engine.topics import ensure_topics
+from engine.core.settings import Settings
+from engine.stream.embedded import free_port
+from engine.stream.topics import ensure_topics
 from features.stats import IngestStats
 
 READY_TIMEOUT_S = 90.0

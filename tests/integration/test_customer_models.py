@@ -11,7 +11,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from engine.settings import Settings
+from engine.core.settings import Settings
 from models.customer_model_stores import CustomerModelStores
 from tests.integration.test_learning import serve
 

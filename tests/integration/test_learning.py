@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from actions.decision_log import DecisionLog
 from api.app import create_app
-from engine.settings import Settings
+from engine.core.settings import Settings
 from features.state import FeatureFold
 from features.store import RedisFeatureStore
 from models.checkpoints import CheckpointStore

@@ -19,7 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from redis.asyncio import Redis
 
-from engine.settings import Settings
+from engine.core.settings import Settings
 from features.events import MAX_ATTR_NAME_CHARS, MAX_ATTR_TEXT_CHARS, MAX_ATTRS, Event
 from features.publisher import EventPublisher
 from features.state import FeatureFold

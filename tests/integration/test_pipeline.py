@@ -13,7 +13,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from redis.asyncio import Redis
 
-from engine.settings import Settings
+from engine.core.settings import Settings
 from features.events import Event
 from features.publisher import EventPublisher
 from features.state import FeatureFold

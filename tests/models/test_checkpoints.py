@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from redis.asyncio import Redis
 
-from engine.settings import Settings
+from engine.core.settings import Settings
 from models import persistence
 from models.checkpoints import (
     CheckpointRefusedError,

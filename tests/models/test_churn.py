@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 import models.churn_model
-from engine.settings import Settings
+from engine.core.settings import Settings
 from features.events import Event
 from models import persistence
 from models.churn_labels import PendingChurnLabels, Resolution, Snapshot

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
-from engine.settings import Settings
+from engine.core.settings import Settings
 from features.events import Event
 from features.state import FeatureFold
 from features.store import RedisFeatureStore

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from river import compose
 
 import models.learning
-from engine.settings import Settings
+from engine.core.settings import Settings
 from models.checkpoints import CheckpointStore
 from models.learning import Learner, Outcome, decode_outcomes, encode_outcomes
 from models.offpolicy import BanditLog

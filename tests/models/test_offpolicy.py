@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 import models.offpolicy
-from engine.settings import Settings
+from engine.core.settings import Settings
 from models.exploration import EpsilonGreedy
 from models.offpolicy import (
     BanditLog,

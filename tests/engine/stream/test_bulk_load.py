@@ -9,10 +9,10 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from engine.bulk_load import load_events, load_into
 from engine.cli import main
-from engine.embedded import free_port
-from engine.settings import Settings
+from engine.core.settings import Settings
+from engine.stream.bulk_load import load_events, load_into
+from engine.stream.embedded import free_port
 from features.events import Event
 from features.state import FeatureFold
 from features.store import RedisFeatureStore

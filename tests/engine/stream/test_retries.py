@@ -13,9 +13,9 @@ from redis._parsers.base import BaseParser
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from engine import retries
-from engine.embedded import free_port
-from engine.retries import is_transient, retrying
+from engine.stream import retries
+from engine.stream.embedded import free_port
+from engine.stream.retries import is_transient, retrying
 
 
 @pytest.mark.parametrize(

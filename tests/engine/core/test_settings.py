@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from engine.settings import Settings
+from engine.core.settings import Settings
 
 KEY = "a model key that is long enough"
 

@@ -19,10 +19,10 @@ from redis.asyncio import Redis
 from actions.catalog import load_catalog
 from actions.decide import decide
 from actions.decision_log import DecisionLog
-from engine.learner import pending_churn_labels
-from engine.pipeline import EventsPipeline, Message, dead_letter
-from engine.settings import DEFAULT_CATALOG, Settings
-from engine.topics import ensure_topics
+from engine.core.settings import DEFAULT_CATALOG, Settings
+from engine.stream.learner import pending_churn_labels
+from engine.stream.pipeline import EventsPipeline, Message, dead_letter
+from engine.stream.topics import ensure_topics
 from features.events import Channel, Event, Rejection
 from features.state import FeatureFold
 from features.stats import IngestStats

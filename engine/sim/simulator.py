@@ -3,7 +3,7 @@
 `nba demo`, the tests and the benchmarks need traffic that looks like a bank's and a hidden
 ground truth to score policies against. Each customer has hidden traits (segment, age, income,
 digital affinity, channel preferences, spending, product interests, unhappiness, the products
-held and their balances: `engine.simulated_products`) that drive both what they do (the
+held and their balances: `engine.sim.simulated_products`) that drive both what they do (the
 observable events) and how likely they are to accept an action on a channel, so a learner
 reading features built from the events can find each customer's best action: a customer who
 holds an action's product almost never takes it again, one with money idle in the current
@@ -24,8 +24,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from engine.simulated_products import HOLDINGS, Holdings, has_balance
-from engine.simulated_wire import Attrs, Batch, code, make_batch, to_wire
+from engine.sim.simulated_products import HOLDINGS, Holdings, has_balance
+from engine.sim.simulated_wire import Attrs, Batch, code, make_batch, to_wire
 from features.events import Channel, EventType
 
 Answer = Literal["accept", "decline", "ignore"]

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.simulated_products import HOLDINGS
+from engine.sim.simulated_products import HOLDINGS
 from features.events import AMOUNT_TYPES, PRODUCT_TYPES, Channel, EventType
 
 Attrs = tuple[str, list[Any]]  # one attribute: its name, and its JSON-ready value per event

@@ -18,7 +18,7 @@ from features.config import SECONDS_PER_DAY, FeatureConfig, LifecycleThresholds
 from features.publisher import DEFAULT_MAX_MESSAGE_BYTES
 from models.persistence import MIN_KEY_BYTES
 
-DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "actions" / "catalog.yaml"
+DEFAULT_CATALOG = Path(__file__).resolve().parents[2] / "actions" / "catalog.yaml"
 #: A message must hold the largest valid event (32 attributes of the longest strings).
 MIN_MESSAGE_BYTES = 64 * 1024
 #: aiokafka's and Faust's producers refuse a message over about 1,000,000 bytes.

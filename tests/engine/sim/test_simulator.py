@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import yaml
 
-from engine.simulated_products import HOLDINGS
-from engine.simulator import DECLINE_SHARE, SEGMENTS, Answer, SimulatedBank
+from engine.sim.simulated_products import HOLDINGS
+from engine.sim.simulator import DECLINE_SHARE, SEGMENTS, Answer, SimulatedBank
 from features.events import Channel, Event
 
-CATALOG = Path(__file__).resolve().parents[2] / "actions" / "catalog.yaml"
+CATALOG = Path(__file__).resolve().parents[3] / "actions" / "catalog.yaml"
 ACTIONS = yaml.safe_load(CATALOG.read_text())["actions"]
 ACTION_IDS = [action["id"] for action in ACTIONS]
 ACTION_PRODUCTS = [action["product"] for action in ACTIONS]
@@ -178,7 +178,7 @@ def test_probabilities_are_realistic_and_depend_on_the_channel(bank: SimulatedBa
     assert every.shape == (len(Channel), bank.customers, len(ACTION_IDS))
     assert ((every > 0) & (every < 1)).all()
     # realistic where the customer does not hold the action's product already (those almost
-    # never accept: tests/engine/test_simulated_products.py)
+    # never accept: tests/engine/sim/test_simulated_products.py)
     holds_it = np.zeros((bank.customers, len(ACTION_IDS)), dtype=bool)
     for j, product in enumerate(ACTION_PRODUCTS):
         if product in HOLDINGS:

@@ -26,8 +26,8 @@ from typing import IO, Any
 
 import orjson
 
-from engine.redis_client import connect_redis
-from engine.settings import Settings
+from engine.core.clients import connect_redis
+from engine.core.settings import Settings
 from features.events import Event, EventType, Rejection, parse_event
 from features.state import FeatureFold
 from features.store import ApplyResult, LateEvent, RedisFeatureStore

@@ -22,8 +22,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.records_to_delete import RecordsToDelete
 from aiokafka.errors import TopicAlreadyExistsError
 
-from engine.embedded import embedded_topic_configs, is_embedded_broker
-from engine.settings import Settings
+from engine.core.settings import Settings
+from engine.stream.embedded import embedded_topic_configs, is_embedded_broker
 
 #: One partition, so that exactly one worker of the group learns.
 OUTCOMES_PARTITIONS = 1

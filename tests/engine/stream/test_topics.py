@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from engine.settings import Settings
-from engine.topics import ensure_topics, trim_consumed
+from engine.core.settings import Settings
+from engine.stream.topics import ensure_topics, trim_consumed
 
 
 async def test_trimming_deletes_what_the_workers_committed_and_nothing_more(

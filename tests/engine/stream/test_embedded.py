@@ -18,8 +18,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 import engine
-from engine import embedded
-from engine.embedded import (
+from engine.core.settings import Settings
+from engine.stream import embedded
+from engine.stream.embedded import (
     BrokerWatch,
     EmbeddedKafka,
     EmbeddedServerError,
@@ -27,8 +28,7 @@ from engine.embedded import (
     EmbeddedValkey,
     is_embedded_broker,
 )
-from engine.settings import Settings
-from engine.topics import ensure_topics
+from engine.stream.topics import ensure_topics
 
 REPO_ROOT = Path(engine.__file__).resolve().parent.parent
 
@@ -133,7 +133,7 @@ def test_services_start_only_what_is_asked() -> None:
 
 CHILD = """
 import time
-from engine.embedded import EmbeddedServices
+from engine.stream.embedded import EmbeddedServices
 services = EmbeddedServices().__enter__()
 print(services.redis.pid, services.kafka.pid, flush=True)
 time.sleep(60)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine.runtime import GC_THRESHOLDS, tune_garbage_collector
+from engine.stream.runtime import GC_THRESHOLDS, tune_garbage_collector
 
 
 @pytest.fixture

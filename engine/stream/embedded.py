@@ -10,7 +10,7 @@ producers and transactions, and applies topic retention (`retention.ms`/`retenti
 trimmed by whole segments). It keeps its data in memory and writes all of it to a JSON
 snapshot in its data dir about once a second while anything changes, at a CPU cost that
 grows with the data held. Nothing bounds that data but retention, so topics the engine
-creates on an embedded broker get `embedded_topic_configs` (engine/topics.py), and
+creates on an embedded broker get `embedded_topic_configs` (engine/stream/topics.py), and
 `BrokerWatch` tells a long run when the broker's CPU or memory grew all the same.
 
 Each server runs in its own process group and is told by the kernel (`PR_SET_PDEATHSIG`) to

@@ -26,8 +26,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from actions.catalog import load_catalog
-from engine.settings import Settings
-from engine.simulator import SimulatedBank
+from engine.core.settings import Settings
+from engine.sim.simulator import SimulatedBank
 
 #: Where customers meet the engine, and how often each channel asks for a decision.
 DECISION_CHANNELS = {

@@ -1,4 +1,9 @@
-"""The Redis client of every engine process: redis-py asyncio, commands packed by hiredis.
+"""The clients of every engine process, built from settings: Redis (redis-py asyncio, commands
+packed by hiredis).
+
+`redis_from_settings` is how the worker, the learner and the API connect, so that all three
+speak to Redis through the same connection class; `connect_redis` takes a URL, for callers
+that hold one (bulk load, benchmarks).
 
 Why: redis-py's synchronous connection packs commands with hiredis's C packer when hiredis
 is installed, but its asyncio connection always packs them in Python, argument by argument.
@@ -19,6 +24,8 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 from redis.exceptions import DataError
 from redis.typing import EncodableT
+
+from engine.core.settings import Settings
 
 
 class HiredisPackingConnection(Connection):
@@ -44,3 +51,16 @@ class HiredisPackingConnection(Connection):
 def connect_redis(url: str, **options: Any) -> Redis:
     """A client for `url` (not connected until first used); `options` as for `Redis.from_url`."""
     return Redis.from_url(url, connection_class=HiredisPackingConnection, **options)
+
+
+def redis_from_settings(settings: Settings, *, timeout_s: float | None = None) -> Redis:
+    """A client for `settings.redis_url` (or an error saying how to set it).
+
+    `timeout_s` bounds each connect and each reply (the API's requests must not hang on a
+    Redis that went away); `None` keeps redis-py's default, no timeout (the stream
+    processes retry on their own terms, `engine.stream.retries`).
+    """
+    options: dict[str, Any] = {}
+    if timeout_s is not None:
+        options = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+    return connect_redis(settings.require_redis(), **options)

@@ -10,12 +10,12 @@ or a failure changes nothing twice.
 
 Failures (why the worker can never stay alive doing nothing):
 - transient ones (Redis or the broker away for a while) are waited out with backoff
-  (`engine.retries`): nothing is lost and nothing skipped;
+  (`engine.stream.retries`): nothing is lost and nothing skipped;
 - any other failure of a batch is met by applying its items one at a time: each item that
   fails alone goes to the dead-letter topic with the error as its reason, and the others
   are applied. One bad event costs that event, not the batch, the customer or the worker.
 - if even the dead letter cannot be sent, `apply` raises: the caller must end the process
-  (`engine.worker`), so that its supervisor restarts it and the broker hands the
+  (`engine.stream.worker`), so that its supervisor restarts it and the broker hands the
   unacknowledged messages to the next worker.
 
 `progress` says how far the pipeline got (the offset after the last message applied per
@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 
 from actions.decision_log import Attribution, DecisionLog
-from engine.retries import retrying
+from engine.stream.retries import retrying
 from features.events import Event, EventType, Rejection, decode_message
 from features.stats import IngestCounts, IngestStats
 from features.store import LateEvent, RedisFeatureStore

@@ -5,7 +5,7 @@ Why: a worker must never stay alive doing nothing. A failure that goes away by i
 timing out) is retried with backoff, for as long as it lasts, because giving up would lose
 the work and a restart would meet the same outage. Any other failure is not retried: it
 says something is wrong with the work itself (a bug, a message the broker refuses), and
-the caller isolates the items it concerns (`engine.pipeline`) or exits so that its
+the caller isolates the items it concerns (`engine.stream.pipeline`) or exits so that its
 supervisor restarts it.
 """
 

@@ -4,7 +4,7 @@ Two thin agents; the logic lives in the domain packages.
 
 `apply_events` (the `events` topic, partitioned by customer): takes the messages that
 arrived together (up to MAX_EVENT_MESSAGES_PER_BATCH, each one event or an envelope) and
-hands them to `engine.pipeline.EventsPipeline`: valid events applied to Redis in one
+hands them to `engine.stream.pipeline.EventsPipeline`: valid events applied to Redis in one
 transaction, invalid and late items dead-lettered with their reasons, answers to offers
 forwarded with their decision's x to the `outcomes` topic. Messages are acknowledged
 only after that work succeeded, so a crash or a Redis outage replays them later, and the
@@ -28,7 +28,7 @@ new version. A crash loses no outcome; those checkpointed but whose offsets Kafk
 not committed yet are learned again.
 
 `walk_customer_base` and `learn_customer_models` (timers, one process at a time by lock):
-the whole-base jobs of `engine.learner`, run here only with `learner_in_workers` (the
+the whole-base jobs of `engine.stream.learner`, run here only with `learner_in_workers` (the
 default for a lone `nba worker`); `nba up` runs them in a learner process instead, off
 this event loop. After each applied batch, `identity_linked` events link identifiers to
 their customer (`RedisFeatureStore.link`, merging features).
@@ -68,17 +68,17 @@ import faust
 
 from actions.catalog import load_catalog
 from actions.decision_log import DecisionLog
-from engine.learner import (
+from engine.core.clients import redis_from_settings
+from engine.core.settings import Settings
+from engine.stream.learner import (
     BASE_WALK_INTERVAL_S,
     BaseJobs,
     pending_churn_labels,
     process_name,
 )
-from engine.pipeline import EventsPipeline, Message
-from engine.redis_client import connect_redis
-from engine.retries import retrying
-from engine.runtime import tune_garbage_collector
-from engine.settings import Settings
+from engine.stream.pipeline import EventsPipeline, Message
+from engine.stream.retries import retrying
+from engine.stream.runtime import tune_garbage_collector
 from features.publisher import PRODUCER_HEADROOM_BYTES
 from features.state import FeatureFold
 from features.stats import IngestStats
@@ -150,12 +150,12 @@ def create_app(settings: Settings, *, datadir: Path) -> faust.App:
 
     Faust creates `datadir` even for in-memory tables; nothing in it outlives the worker.
     """
-    redis_url, bootstrap = settings.require_servers()
+    _, bootstrap = settings.require_servers()  # both set, or an error naming what is missing
     signing_key = settings.require_model_key()
     catalog = load_catalog(settings.catalog_path)
     app = faust.App(
         settings.worker_id,
-        broker=f"nbakafka://{bootstrap}",  # engine.kafka_transport: a short fetch wait
+        broker=f"nbakafka://{bootstrap}",  # engine.stream.kafka_transport: a short fetch wait
         store="memory://",
         datadir=datadir,
         web_enabled=False,
@@ -188,7 +188,7 @@ def create_app(settings: Settings, *, datadir: Path) -> faust.App:
 
         return send
 
-    redis = connect_redis(redis_url)
+    redis = redis_from_settings(settings)
     store = RedisFeatureStore(
         redis,
         FeatureFold(settings.feature_config()),

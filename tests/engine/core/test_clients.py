@@ -1,12 +1,12 @@
-"""The engine's Redis client (hiredis-packed commands) against the embedded Valkey."""
+"""The engine's Redis clients (hiredis-packed commands) against the embedded Valkey."""
 
 from __future__ import annotations
 
 import pytest
 from redis.exceptions import DataError
 
-from engine.redis_client import HiredisPackingConnection, connect_redis
-from engine.settings import Settings
+from engine.core.clients import HiredisPackingConnection, connect_redis, redis_from_settings
+from engine.core.settings import Settings
 
 
 async def test_commands_round_trip_every_argument_type(settings: Settings) -> None:
@@ -41,3 +41,21 @@ async def test_values_redis_py_refuses_are_refused(settings: Settings) -> None:
             await redis.set(f"{settings.key_prefix}none", None)  # type: ignore[arg-type]
     finally:
         await redis.aclose()
+
+
+async def test_the_processes_client_comes_from_settings(settings: Settings) -> None:
+    redis = redis_from_settings(settings, timeout_s=0.5)
+    try:
+        assert await redis.ping()
+        kwargs = redis.connection_pool.connection_kwargs
+        assert redis.connection_pool.connection_class is HiredisPackingConnection
+        assert kwargs["socket_timeout"] == kwargs["socket_connect_timeout"] == 0.5
+    finally:
+        await redis.aclose()
+    untimed = redis_from_settings(settings)
+    try:
+        assert untimed.connection_pool.connection_kwargs.get("socket_timeout") is None
+    finally:
+        await untimed.aclose()
+    with pytest.raises(ValueError, match="NBA_REDIS_URL"):
+        redis_from_settings(Settings(redis_url=None))

@@ -32,9 +32,9 @@ from functools import partial
 
 from redis.asyncio import Redis
 
-from engine.redis_client import connect_redis
-from engine.retries import retrying
-from engine.settings import Settings
+from engine.core.clients import redis_from_settings
+from engine.core.settings import Settings
+from engine.stream.retries import retrying
 from features.config import SECONDS_PER_DAY
 from features.derived import FEATURES
 from features.state import FeatureFold
@@ -136,7 +136,7 @@ class BaseJobs:
 
 async def serve_learner(settings: Settings, stop: asyncio.Event) -> None:
     """Run the whole-base jobs on their intervals until `stop` is set."""
-    redis = connect_redis(settings.require_redis())
+    redis = redis_from_settings(settings)
     jobs = BaseJobs.open(
         redis, settings, FeatureFold(settings.feature_config()), owner=process_name("learner")
     )

@@ -56,15 +56,15 @@ from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 from redis.exceptions import RedisError
 
-from engine.embedded import (
+from engine.core.settings import Settings
+from engine.stream.embedded import (
     BrokerWatch,
     EmbeddedServices,
     die_with_parent_hook,
     free_port,
     stop_process_group,
 )
-from engine.settings import Settings
-from engine.topics import ensure_topics, trim_consumed
+from engine.stream.topics import ensure_topics, trim_consumed
 from features.processes import ProcessRecord, ProcessStatus
 
 T = TypeVar("T")
@@ -243,9 +243,9 @@ class System:
 
     def look_after_the_broker(self, now: float | None = None) -> None:
         """On the embedded broker: every TRIM_INTERVAL_S delete what the workers committed
-        (`engine.topics.trim_consumed`), and every BROKER_WATCH_INTERVAL_S warn, with its
+        (`engine.stream.topics.trim_consumed`), and every BROKER_WATCH_INTERVAL_S warn, with its
         figures, once its CPU or memory has grown far enough to slow the worker
-        (`engine.embedded.BrokerWatch`)."""
+        (`engine.stream.embedded.BrokerWatch`)."""
         if self.servers.kafka is None or self.stopping:
             return
         now = time.monotonic() if now is None else now

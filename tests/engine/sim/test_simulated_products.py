@@ -12,14 +12,14 @@ import orjson
 import pytest
 import yaml
 
-from engine.simulated_products import HOLDINGS, NEVER, has_balance
-from engine.simulator import PRODUCTS, SEGMENTS, SimulatedBank
+from engine.sim.simulated_products import HOLDINGS, NEVER, has_balance
+from engine.sim.simulator import PRODUCTS, SEGMENTS, SimulatedBank
 from features.config import FeatureConfig
 from features.events import Event, decode_message
 from features.reading import read_features
 from features.state import FeatureFold
 
-CATALOG = Path(__file__).resolve().parents[2] / "actions" / "catalog.yaml"
+CATALOG = Path(__file__).resolve().parents[3] / "actions" / "catalog.yaml"
 ACTIONS = yaml.safe_load(CATALOG.read_text())["actions"]
 ACTION_IDS = [action["id"] for action in ACTIONS]
 #: The catalog's actions that sell one of the simulated products, with that product.
