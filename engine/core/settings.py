@@ -131,6 +131,13 @@ class Settings(BaseSettings):
         default=DEFAULT_CATALOG, description="the action catalog (YAML) decisions choose from"
     )
     worker_id: str = Field(default="nba-worker", description="Kafka consumer group of workers")
+    worker_instance_id: str | None = Field(
+        default=None,
+        description="this worker's static membership in the group (Kafka's "
+        "`group.instance.id`), unique per worker: a worker restarted with the same id takes "
+        "back its partitions at once, where a new member waits for the group to give up on "
+        "the old one. `nba up` gives each of its workers one",
+    )
     learner_in_workers: bool = Field(
         default=True,
         description="workers also run the churn and segment learner and the walk over the "

@@ -413,6 +413,10 @@ def _spawn(
 ) -> Child:
     """`nba <command>` as a child named `name`, its output to `log_path` (appended to, for a
     restart) or, without one, to the terminal."""
+    if command == "worker":
+        # static membership: the restarted worker takes its predecessor's place in the group
+        # at once (a new member would wait for the broker to give up on a killed one)
+        env = {**env, "NBA_WORKER_INSTANCE_ID": f"{env.get('NBA_WORKER_ID', 'nba-worker')}-{name}"}
     output: IO[bytes] | None = (
         log_path.open("ab" if append else "wb") if log_path is not None else None
     )

@@ -164,6 +164,7 @@ def create_app(settings: Settings, *, datadir: Path) -> faust.App:
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 3),
         producer_max_request_size=settings.max_message_bytes + PRODUCER_HEADROOM_BYTES,
+        consumer_group_instance_id=settings.worker_instance_id,
     )
     events_topic = app.topic(
         settings.events_topic,
