@@ -1,4 +1,5 @@
-"""The worker's batch pipeline without Faust, on the real embedded Valkey and Kafka.
+"""The worker's batch pipeline without Faust, on the real embedded Valkey (and Kafka where a
+failure of the real producer is the point).
 
 A failure that is not transient costs the items it concerns, dead-lettered with the
 reason, never the batch; a dead letter that cannot be sent ends the batch with an error
@@ -7,7 +8,7 @@ reason, never the batch; a dead letter that cannot be sent ends the batch with a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -66,7 +67,10 @@ async def producers(settings: Settings) -> AsyncIterator[tuple[AIOKafkaProducer,
 
 
 def pipeline(
-    redis: Redis, settings: Settings, send_dead_letter: Sent, send_outcomes: Sent
+    redis: Redis,
+    settings: Settings,
+    send_dead_letter: Callable[[bytes], Awaitable[None]],
+    send_outcomes: Callable[[bytes], Awaitable[None]],
 ) -> tuple[EventsPipeline, RedisFeatureStore, DecisionLog]:
     store = RedisFeatureStore(
         redis, FeatureFold(settings.feature_config()), key_prefix=settings.key_prefix
@@ -178,3 +182,30 @@ def test_a_dead_letter_that_fits_is_whole() -> None:
     assert orjson.loads(record) == {
         "reason": "why", "index": 11, "item": {"event_id": "e1"}, "partition": 0, "offset": 5
     }  # fmt: skip
+
+
+class Kept:
+    """Messages a pipeline sends, kept in a list: the pipeline's own contract, no broker."""
+
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+
+    async def __call__(self, value: bytes) -> None:
+        self.values.append(value)
+
+
+async def test_a_batch_applies_without_a_broker_and_dead_letters_its_bad_items(
+    redis: Redis, settings: Settings
+) -> None:
+    dead_letters, outcomes = Kept(), Kept()
+    events, store, _ = pipeline(redis, settings, dead_letters, outcomes)
+    envelope = [item("e1"), {"event_id": "bad"}, item("e2", customer_id="C2"), item("e3")]
+    await events.apply([Message(orjson.dumps(envelope), partition=3, offset=41)])
+    assert events.progress.positions == {3: 42}
+    [record] = [orjson.loads(value) for value in dead_letters.values]
+    assert (record["index"], record["item"], record["offset"]) == (1, {"event_id": "bad"}, 41)
+    assert outcomes.values == []  # no answer in the batch
+    for customer, count in (("C1", 2), ("C2", 1)):
+        features = await store.read(customer)
+        assert features is not None
+        assert features["event_count"] == count
