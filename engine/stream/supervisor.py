@@ -87,6 +87,8 @@ FAILING_WITHIN_S = 30.0
 SUPERVISE_INTERVAL_S = 0.2
 #: How often `nba up` deletes from the embedded broker what the workers have committed.
 TRIM_INTERVAL_S = 5.0
+#: How long stopping waits for a deletion in progress.
+TRIM_JOIN_TIMEOUT_S = 5.0
 #: How often `nba up` samples the embedded broker's CPU and memory.
 BROKER_WATCH_INTERVAL_S = 10.0
 
@@ -172,7 +174,8 @@ class System:
     scratch_dir: Path | None = None
     _redis: redis.Redis | None = field(default=None, repr=False)
     _broker_watch: BrokerWatch | None = field(default=None, repr=False)
-    _next_trim: float = field(default=0.0, repr=False)
+    _trimmer: threading.Thread | None = field(default=None, repr=False)
+    _trimming_stopped: threading.Event = field(default_factory=threading.Event, repr=False)
     _next_watch: float = field(default=0.0, repr=False)
 
     def describe(self) -> list[tuple[str, str]]:
@@ -242,25 +245,37 @@ class System:
         return done.result()
 
     def look_after_the_broker(self, now: float | None = None) -> None:
-        """On the embedded broker: every TRIM_INTERVAL_S delete what the workers committed
-        (`engine.stream.topics.trim_consumed`), and every BROKER_WATCH_INTERVAL_S warn, with its
-        figures, once its CPU or memory has grown far enough to slow the worker
+        """On the embedded broker: start the thread that deletes what the workers committed
+        (`_trim_consumed_every`), and every BROKER_WATCH_INTERVAL_S warn, with its figures,
+        once its CPU or memory has grown far enough to slow the worker
         (`engine.stream.embedded.BrokerWatch`)."""
         if self.servers.kafka is None or self.stopping:
             return
         now = time.monotonic() if now is None else now
-        if now >= self._next_trim:
-            self._next_trim = now + TRIM_INTERVAL_S
-            try:
-                asyncio.run(trim_consumed(self.settings))
-            except (KafkaError, OSError) as error:
-                self.notify(f"could not delete consumed records from the embedded broker: {error}")
+        if self._trimmer is None:
+            self._trimmer = threading.Thread(
+                target=self._trim_consumed_every, name="trim-consumed", daemon=True
+            )
+            self._trimmer.start()
         if self._broker_watch is None and self.servers.kafka.pid is not None:
             self._broker_watch = BrokerWatch(self.servers.kafka.pid)
         if self._broker_watch is not None and now >= self._next_watch:
             self._next_watch = now + BROKER_WATCH_INTERVAL_S
             if (warning := self._broker_watch.check()) is not None:
                 self.notify(warning)
+
+    def _trim_consumed_every(self) -> None:
+        """Every TRIM_INTERVAL_S, until the system stops, delete from the embedded broker what
+        the workers' group committed (`engine.stream.topics.trim_consumed`).
+
+        In a thread of its own, with its own event loop: an event loop run in the
+        supervising thread takes over SIGINT while it runs, and could swallow a Ctrl-C.
+        """
+        while not self._trimming_stopped.wait(TRIM_INTERVAL_S):
+            try:
+                asyncio.run(trim_consumed(self.settings))
+            except (KafkaError, OSError) as error:
+                self.notify(f"could not delete consumed records from the embedded broker: {error}")
 
     def supervise_once(self, now: float | None = None) -> None:
         """Look at every child once: note an exit and schedule its restart, or restart a
@@ -323,11 +338,14 @@ class System:
         """Stop the API, then the learner and the workers, then the embedded servers; an
         exit from here on is not restarted."""
         self.stopping = True
+        self._trimming_stopped.set()
         for child in reversed(self.children):
             child.stop()
         if self._redis is not None:
             self._redis.close()
             self._redis = None
+        if self._trimmer is not None:  # its last call to the broker, before the broker stops
+            self._trimmer.join(TRIM_JOIN_TIMEOUT_S)
         self.servers.stop()
         if self.scratch_dir is not None:
             shutil.rmtree(self.scratch_dir, ignore_errors=True)
