@@ -488,9 +488,14 @@ def _wait_until_ready(system: System) -> None:
 
 
 def stop_on_sigterm() -> None:
-    """Treat SIGTERM like Ctrl-C: raise KeyboardInterrupt, so every child is stopped."""
+    """Treat SIGTERM like Ctrl-C: raise KeyboardInterrupt, so every child is stopped.
+
+    SIGINT gets Python's own handler back as well: a process started in the background by
+    a shell inherits SIGINT ignored, and would then ignore a `kill -INT` meant to stop it.
+    """
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
