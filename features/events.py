@@ -153,7 +153,7 @@ IDENTIFIER_RE = re.compile(IDENTIFIER_PATTERN)
 Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
 #: Attributes are bounded so that any valid event fits in one Kafka message, whatever its
 #: characters: 32 names of at most 64 characters and texts of at most 256 come to under
-#: 64 KiB of JSON even if every character is escaped (engine.settings.MIN_MESSAGE_BYTES).
+#: 64 KiB of JSON even if every character is escaped (engine.core.settings.MIN_MESSAGE_BYTES).
 MAX_ATTRS = 32
 MAX_ATTR_NAME_CHARS = 64
 MAX_ATTR_TEXT_CHARS = 256
