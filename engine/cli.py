@@ -23,7 +23,7 @@ from rich.table import Table
 from actions.catalog import CatalogError, load_catalog
 from engine.core.settings import Settings
 from engine.sim.demo import DemoConfig, FellBehind, run_demo
-from engine.stream.supervisor import SupervisorError, System, start_system, stop_on_sigterm
+from engine.stream.supervisor import SupervisorError, System, start_system, stop_on_signals
 
 console = Console()
 
@@ -181,7 +181,7 @@ def _worker_count(text: str) -> int:
 
 
 def _up(settings: Settings, api_port: int | None, workers: int) -> int:
-    stop_on_sigterm()
+    stop_on_signals()
     try:
         with start_system(settings, api_port=api_port, workers=workers, notify=_notify) as system:
             _print_system(system)
@@ -201,7 +201,7 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
 
     The children's logs are kept (and their place printed) when a part fell behind.
     """
-    stop_on_sigterm()
+    stop_on_signals()
     log_dir = Path(tempfile.mkdtemp(prefix="nba-demo-"))
     console.print("Starting the system (embedded servers, worker, API)…")
     try:

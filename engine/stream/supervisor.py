@@ -214,7 +214,7 @@ class System:
 
     def supervise(self) -> NoReturn:
         """Keep every child running until Ctrl-C or SIGTERM (KeyboardInterrupt, see
-        `stop_on_sigterm`); raise `ChildFailing` when one keeps failing to start.
+        `stop_on_signals`); raise `ChildFailing` when one keeps failing to start.
 
         Call it from the thread that started the system: a child dies with the thread
         that started it (`die_with_parent_hook`), and restarted children are started here.
@@ -487,7 +487,7 @@ def _wait_until_ready(system: System) -> None:
     raise SupervisorError(f"the system was not ready within {READY_TIMEOUT_S:.0f} s: {last_state}")
 
 
-def stop_on_sigterm() -> None:
+def stop_on_signals() -> None:
     """Treat SIGTERM like Ctrl-C: raise KeyboardInterrupt, so every child is stopped.
 
     SIGINT gets Python's own handler back as well: a process started in the background by
